@@ -1,0 +1,1 @@
+"""HTTP layer: parse requests, call services, shape JSON. One module per area; no SQL here."""

@@ -1,0 +1,72 @@
+"""Request ids and the one JSON error shape: ``{"error": {"code", "message", "request_id"}}``."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from flask import Flask, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from imgclass.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def error_response(status: int, code: str, message: str):
+    body = {"error": {"code": code, "message": message, "request_id": g.get("request_id")}}
+    return jsonify(body), status
+
+
+def _http_code(exc: HTTPException) -> str:
+    name = (exc.name or "error").lower()
+    return re.sub(r"[^a-z0-9]+", "_", name).strip("_")
+
+
+def register(app: Flask) -> None:
+    @app.before_request
+    def _assign_request_id():
+        # Keep a well-formed id from a proxy or client so logs line up end to end;
+        # anything else is replaced, never echoed.
+        supplied = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = supplied if _CLIENT_REQUEST_ID.match(supplied) else new_request_id()
+
+    @app.after_request
+    def _tag_response(response):
+        response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+        return response
+
+    @app.errorhandler(ServiceError)
+    def _service_error(exc: ServiceError):
+        if exc.status >= 500:
+            log.warning("%s: %s", exc.code, exc.message)
+        response = error_response(exc.status, exc.code, exc.message)
+        if exc.status == 503:
+            response[0].headers["Retry-After"] = "5"
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        if exc.code == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            return error_response(
+                413, "payload_too_large", f"the request body exceeds the limit of {limit:,} bytes"
+            )
+        return error_response(exc.code or 500, _http_code(exc), exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(
+            500,
+            "internal_error",
+            "an internal error occurred; quote the request id when reporting it",
+        )

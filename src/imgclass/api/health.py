@@ -1,0 +1,36 @@
+"""Liveness (``/healthz``: the process answers) and readiness (``/readyz``: it can serve)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy.exc import SQLAlchemyError
+
+from imgclass.app import services
+from imgclass.warehouse.health import check_writable
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    svc = services(current_app)
+    checks, reasons = {}, []
+    if svc.predictor.classifier is None:
+        checks["model"] = "not loaded"
+        reasons.append(f"model: {svc.predictor.classifier_error}")
+    else:
+        checks["model"] = "ok"
+    try:
+        check_writable(svc.engine)
+        checks["database"] = "ok"
+    except SQLAlchemyError as exc:
+        checks["database"] = "not writable"
+        reasons.append(f"database: {type(exc.orig or exc).__name__}: {exc.orig or exc}"[:300])
+    if reasons:
+        return jsonify(status="unavailable", checks=checks, reasons=reasons), 503
+    return jsonify(status="ready", checks=checks)

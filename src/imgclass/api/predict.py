@@ -1,0 +1,144 @@
+"""``POST /api/v1/predict``: one or more images in, top-k ImageNet classes out.
+
+Accepts multipart form data (field ``image``, repeatable) or a raw body with an
+``image/*`` content type (``?filename=`` names it). Every request, successful
+or not, becomes fact rows in the warehouse before the response is sent.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+
+from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from imgclass.app import services
+from imgclass.errors import BadRequest, ServiceError
+from imgclass.ops.auth import ANONYMOUS, authenticate
+from imgclass.service import RequestContext, Upload
+from imgclass.warehouse.recorder import Requester, utc_now
+from imgclass.warehouse.schema import ANONYMOUS_USER_ID
+
+bp = Blueprint("predict", __name__, url_prefix="/api/v1")
+
+FIELD = "image"
+MAX_TOP_K = 20
+RAW_BODY_NAME = "upload"
+
+
+@bp.post("/predict")
+def predict():
+    svc = services(current_app)
+    settings = svc.settings
+    ctx = RequestContext(
+        request_id=g.request_id,
+        received_at=utc_now(),
+        requester=_anonymous(),
+        started=time.perf_counter(),
+    )
+    try:
+        account = authenticate(
+            svc.users, request.headers.get("Authorization"), required=settings.require_auth
+        )
+        if account is not None:
+            ctx = RequestContext(
+                ctx.request_id,
+                ctx.received_at,
+                _requester(account.user_id, account.username),
+                ctx.started,
+            )
+        top_k = parse_top_k(request.args.get("top_k"), settings.default_top_k)
+        uploads = read_uploads(settings.max_files_per_request)
+    except RequestEntityTooLarge:
+        svc.predictor.record_failure(ctx, 413, "payload_too_large")
+        raise
+    except ServiceError as exc:
+        svc.predictor.record_failure(ctx, exc.status, exc.code)
+        raise
+
+    results = svc.predictor.predict(ctx, uploads, top_k)
+    info = svc.predictor.classifier.info
+    return jsonify(
+        request_id=ctx.request_id,
+        model={"name": info.name, "version": info.version},
+        results=[
+            {
+                "filename": r.filename,
+                "predictions": [
+                    {"class_id": p.class_id, "label": p.label, "score": round(p.score, 6)}
+                    for p in r.predictions
+                ],
+                "time_ms": round(r.time_ms, 3),
+            }
+            for r in results
+        ],
+    )
+
+
+def parse_top_k(raw: str | None, default: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_TOP_K:
+        raise BadRequest(
+            f"top_k must be an integer from 1 to {MAX_TOP_K}, got {raw[:20]!r}",
+            code="invalid_parameter",
+        )
+    return value
+
+
+def read_uploads(max_files: int) -> list[Upload]:
+    """The uploaded images, in order; raises BadRequest when there are none or too many."""
+    mimetype = request.mimetype or ""
+    if mimetype == "multipart/form-data":
+        files = request.files.getlist(FIELD)
+        if not files:
+            others = sorted(request.files.keys())
+            hint = f" (found fields: {', '.join(map(repr, others[:5]))})" if others else ""
+            raise BadRequest(f"no file in form field {FIELD!r}{hint}", code="no_image")
+        if len(files) > max_files:
+            raise BadRequest(
+                f"{len(files)} files sent; at most {max_files} per request",
+                code="too_many_files",
+            )
+        uploads = []
+        for index, storage in enumerate(files):
+            name = clean_filename(storage.filename) or f"{FIELD}-{index + 1}"
+            uploads.append(Upload(name, storage.read()))
+        return uploads
+    if mimetype.startswith("image/"):
+        name = clean_filename(request.args.get("filename")) or RAW_BODY_NAME
+        return [Upload(name, request.get_data(cache=False))]
+    raise BadRequest(
+        f"send the image as multipart/form-data in field {FIELD!r} or as a raw body with an "
+        f"image/* content type (got {mimetype or 'no content type'!r})",
+        code="no_image",
+    )
+
+
+def clean_filename(name: str | None) -> str:
+    """The client's filename as data: control characters dropped, at most 255 characters.
+
+    It is never used as a path; this only keeps it printable and storable.
+    """
+    if not name:
+        return ""
+    kept = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    return kept.strip()[:255]
+
+
+def _anonymous() -> Requester:
+    return _requester(ANONYMOUS_USER_ID, ANONYMOUS)
+
+
+def _requester(user_id: int, username: str) -> Requester:
+    return Requester(
+        user_id=user_id,
+        username=username,
+        ip_address=request.remote_addr or "unknown",
+        user_agent=request.headers.get("User-Agent", "")[:512],
+    )

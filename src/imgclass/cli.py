@@ -1,0 +1,263 @@
+"""The ``imgclass`` command (click): serve, classify, model, db and users.
+
+Every subcommand calls the same services the HTTP API uses.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from imgclass.config import Settings
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+PROGRESS_THRESHOLD = 5  # show a progress bar from this many files on
+
+
+def load_settings(**overrides) -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid IMGCLASS_* configuration:\n{exc}") from exc
+    updates = {k: v for k, v in overrides.items() if v is not None}
+    return settings.model_copy(update=updates) if updates else settings
+
+
+@click.group()
+@click.version_option(package_name="imgclass")
+def main() -> None:
+    """imgclass: image classification with a built-in analytics warehouse."""
+
+
+@main.command()
+@click.option("--host", help="address to bind (default IMGCLASS_HOST or 127.0.0.1)")
+@click.option("--port", type=int, help="port (default IMGCLASS_PORT or 8000)")
+@click.option("--workers", type=click.IntRange(min=1), help="worker processes (default: CPUs)")
+@click.option("--threads", type=click.IntRange(min=1), help="threads per worker (default 4)")
+def serve(host, port, workers, threads) -> None:
+    """Serve the HTTP API with gunicorn."""
+    from imgclass.ops.logs import setup_logging
+    from imgclass.server import serve as run_server
+
+    settings = load_settings(host=host, port=port, workers=workers, threads=threads)
+    setup_logging(settings.log_level)
+    run_server(settings)
+
+
+def collect_files(paths: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(
+                sorted(
+                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                )
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise click.BadParameter(f"{raw}: no such file or directory", param_hint="FILE_OR_DIR")
+    return files
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="FILE_OR_DIR...")
+@click.option("--top-k", type=click.IntRange(1, 20), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def classify(paths, top_k, as_json) -> None:
+    """Classify local images (directories are searched recursively); no server needed."""
+    from imgclass.app import load_classifier
+    from imgclass.errors import ServiceError
+    from imgclass.vision.images import load_image
+    from imgclass.vision.preprocess import to_tensor
+
+    settings = load_settings()
+    files = collect_files(paths)
+    if not files:
+        raise click.ClickException("no image files found")
+    classifier, error = load_classifier(settings)
+    if classifier is None:
+        raise click.ClickException(error or "model not available")
+    prep = classifier.preprocessing
+    results = []
+    err_console = Console(stderr=True)
+    with Progress(
+        console=err_console, transient=True, disable=len(files) < PROGRESS_THRESHOLD
+    ) as bar:
+        task = bar.add_task("classifying", total=len(files))
+        for path in files:
+            started = time.perf_counter()
+            try:
+                image = load_image(
+                    path.read_bytes(),
+                    max_pixels=settings.max_image_pixels,
+                    min_short_side=prep.resize_short,
+                )
+                preds = classifier.predict(to_tensor(image.image, prep)[np.newaxis], top_k)[0]
+                entry = {
+                    "file": str(path),
+                    "predictions": [
+                        {"class_id": p.class_id, "label": p.label, "score": round(p.score, 6)}
+                        for p in preds
+                    ],
+                }
+            except ServiceError as exc:
+                entry = {"file": str(path), "error": {"code": exc.code, "message": exc.message}}
+            except OSError as exc:
+                entry = {"file": str(path), "error": {"code": "unreadable", "message": str(exc)}}
+            entry["time_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            results.append(entry)
+            bar.advance(task)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        table = Table("file", "class_id", "label", "score", "ms")
+        for entry in results:
+            if "error" in entry:
+                table.add_row(entry["file"], "-", f"[red]{entry['error']['message']}", "-", "")
+                continue
+            for rank, p in enumerate(entry["predictions"]):
+                table.add_row(
+                    entry["file"] if rank == 0 else "",
+                    str(p["class_id"]),
+                    p["label"],
+                    f"{p['score']:.3f}",
+                    f"{entry['time_ms']:.1f}" if rank == 0 else "",
+                )
+        Console().print(table)
+    if any("error" in entry for entry in results):
+        sys.exit(1)
+
+
+@main.group()
+def model() -> None:
+    """Prepare and inspect models."""
+
+
+@model.command("export")
+@click.option("--precision", type=click.Choice(["fp32"]), default="fp32", show_default=True)
+@click.option("--force", is_flag=True, help="export even if the file exists")
+def model_export(precision, force) -> None:
+    """Convert the packaged PyTorch weights to ONNX under IMGCLASS_MODEL_DIR."""
+    from imgclass.vision.classifier import model_path
+    from imgclass.vision.export import MODEL_NAME, ExportUnavailable, export_onnx
+
+    settings = load_settings()
+    target = model_path(settings.model_dir, MODEL_NAME, precision)
+    if target.exists() and not force:
+        click.echo(f"{target} exists (use --force to export again)")
+        return
+    started = time.perf_counter()
+    try:
+        path = export_onnx(settings.model_dir, precision)
+    except ExportUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"exported {path} in {time.perf_counter() - started:.1f}s")
+
+
+@model.command("info")
+def model_info() -> None:
+    """Show the model this configuration serves."""
+    from imgclass.app import load_classifier
+
+    classifier, error = load_classifier(load_settings())
+    if classifier is None:
+        raise click.ClickException(error or "model not available")
+    for key, value in vars(classifier.info).items():
+        click.echo(f"{key:>10}: {value}")
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations (creates the database if needed)."""
+    from imgclass.warehouse.db import make_engine
+    from imgclass.warehouse.migrate import current_revision, upgrade
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    click.echo(f"database at revision {current_revision(engine)}")
+
+
+@main.group()
+def users() -> None:
+    """API users and their keys."""
+
+
+def _user_store():
+    from imgclass.warehouse.db import make_engine
+    from imgclass.warehouse.migrate import upgrade
+    from imgclass.warehouse.users import UserStore
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    return UserStore(engine)
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="may use admin endpoints (analytics, backups)")
+def users_add(name, admin) -> None:
+    """Create a user and print its API key (shown only this once)."""
+    from imgclass.warehouse.users import UserError
+
+    try:
+        account, key = _user_store().add(name, admin=admin)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    role = "admin" if account.is_admin else "user"
+    click.echo(
+        f"created {role} {account.username!r}; API key (store it now, it is not kept):", err=True
+    )
+    click.echo(key)
+
+
+@users.command("list")
+def users_list() -> None:
+    """List users (keys are never shown)."""
+    table = Table("user_id", "username", "admin", "created (UTC)", "status")
+    for acc in _user_store().list():
+        status = "active" if acc.active else f"revoked {acc.revoked_at:%Y-%m-%d %H:%M}"
+        table.add_row(
+            str(acc.user_id),
+            acc.username,
+            "yes" if acc.is_admin else "",
+            f"{acc.created_at:%Y-%m-%d %H:%M}",
+            status,
+        )
+    Console().print(table)
+
+
+@users.command("revoke")
+@click.argument("name")
+def users_revoke(name) -> None:
+    """Revoke a user's API key; their past requests stay in the warehouse."""
+    from imgclass.warehouse.users import UserError
+
+    try:
+        account = _user_store().revoke(name)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"revoked {account.username!r}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

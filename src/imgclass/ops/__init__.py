@@ -1,0 +1,1 @@
+"""Cross-cutting concerns: authentication, logging, request ids."""

@@ -1,0 +1,225 @@
+"""Write request events into the star schema: dimensions get-or-create, then facts.
+
+``Recorder.record`` writes all fact rows of one request in one transaction and
+returns only after the commit, so the API can acknowledge a request only once
+it is durable. Dimension keys that rarely change (time minute, user, class,
+model) are cached per process, and only after their transaction committed,
+so the cache can never point at a rolled-back row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, Table, and_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from imgclass.warehouse.db import WRITE
+from imgclass.warehouse.schema import (
+    NONE_KEY,
+    api_event_fact,
+    class_dim,
+    image_dim,
+    model_dim,
+    time_dim,
+    user_dim,
+)
+
+MAX_FILENAME = 255
+MAX_USER_AGENT = 512
+
+
+@dataclass(frozen=True)
+class Requester:
+    user_id: int
+    username: str
+    ip_address: str
+    user_agent: str
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    sha256: str
+    filename: str
+    n_bytes: int
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    name: str
+    version: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ClassFacts:
+    class_id: int
+    class_name: str
+    wnid: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One fact row: a classified image, or a failed request."""
+
+    request_id: str
+    event_time: datetime  # UTC
+    requester: Requester
+    endpoint: str
+    status_code: int
+    time_taken_ms: float
+    image: ImageFacts | None = None
+    predicted: ClassFacts | None = None
+    model: ModelFacts | None = None
+    confidence: float | None = None
+    error_code: str | None = None
+
+
+def timestamp_key(moment: datetime) -> int:
+    return int(moment.strftime("%Y%m%d%H%M"))
+
+
+def utc_now() -> datetime:
+    """Naive UTC datetime (the warehouse stores UTC without a zone, portably)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Recorder:
+    """Writes events; one instance per process, safe to share between threads."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._cache: dict[tuple, int] = {}
+
+    def record(self, events: Sequence[Event]) -> None:
+        """Write ``events`` in one transaction; raises if they could not be stored."""
+        if not events:
+            return
+        learned: dict[tuple, int] = {}
+        with self.engine.connect() as conn:
+            conn.execution_options(**WRITE)
+            with conn.begin():
+                rows = [self._fact_row(conn, event, learned) for event in events]
+                conn.execute(api_event_fact.insert(), rows)
+        self._cache.update(learned)
+
+    # -- facts -------------------------------------------------------------
+
+    def _fact_row(self, conn: Connection, event: Event, learned: dict) -> dict:
+        return {
+            "request_id": event.request_id,
+            "timestamp_key": self._time_key(conn, event.event_time, learned),
+            "user_key": self._user_key(conn, event.requester, learned),
+            "image_key": self._image_key(conn, event.image),
+            "class_key": self._class_key(conn, event.predicted, learned),
+            "model_key": self._model_key(conn, event.model, learned),
+            "event_time": event.event_time,
+            "time_taken": float(event.time_taken_ms),
+            "request_count": 1,
+            "confidence": event.confidence,
+            "status_code": event.status_code,
+            "error_code": event.error_code,
+            "endpoint": event.endpoint,
+        }
+
+    # -- dimensions ----------------------------------------------------------
+
+    def _get_or_create(
+        self, conn: Connection, table: Table, key: str, natural: dict, extra: dict | None = None
+    ) -> int:
+        """Key of the row matching ``natural``, inserting it if absent (race-free)."""
+        where = and_(*(table.c[col] == value for col, value in natural.items()))
+        found = conn.execute(select(table.c[key]).where(where)).scalar()
+        if found is not None:
+            return found
+        values = {**natural, **(extra or {})}
+        conn.execute(self._insert(table).values(**values).on_conflict_do_nothing())
+        return conn.execute(select(table.c[key]).where(where)).scalar_one()
+
+    def _cached(self, learned: dict, cache_key: tuple, create) -> int:
+        found = self._cache.get(cache_key) or learned.get(cache_key)
+        if found is None:
+            found = create()
+            learned[cache_key] = found
+        return found
+
+    def _time_key(self, conn: Connection, moment: datetime, learned: dict) -> int:
+        minute = moment.replace(second=0, microsecond=0)
+        key = timestamp_key(minute)
+
+        def create() -> int:
+            iso = minute.isocalendar()
+            values = {
+                "minute_start": minute,
+                "minute": minute.minute,
+                "hour": minute.hour,
+                "day": minute.date(),
+                "weekday": iso.weekday,
+                "week": iso.week,
+                "month": minute.month,
+                "quarter": (minute.month - 1) // 3 + 1,
+                "year": minute.year,
+            }
+            return self._get_or_create(
+                conn, time_dim, "timestamp_key", {"timestamp_key": key}, values
+            )
+
+        return self._cached(learned, ("time", key), create)
+
+    def _user_key(self, conn: Connection, who: Requester, learned: dict) -> int:
+        natural = {
+            "user_id": who.user_id,
+            "ip_address": who.ip_address[:45],
+            "user_agent": who.user_agent[:MAX_USER_AGENT],
+        }
+        return self._cached(
+            learned,
+            ("user", *natural.values()),
+            lambda: self._get_or_create(
+                conn, user_dim, "user_key", natural, {"username": who.username}
+            ),
+        )
+
+    def _image_key(self, conn: Connection, image: ImageFacts | None) -> int:
+        if image is None:
+            return NONE_KEY
+        natural = {"image_id": image.sha256, "image_filename": image.filename[:MAX_FILENAME]}
+        extra = {
+            "width": image.width,
+            "height": image.height,
+            "format": image.format,
+            "bytes": image.n_bytes,
+        }
+        return self._get_or_create(conn, image_dim, "image_key", natural, extra)
+
+    def _class_key(self, conn: Connection, cls: ClassFacts | None, learned: dict) -> int:
+        if cls is None:
+            return NONE_KEY
+        return self._cached(
+            learned,
+            ("class", cls.class_id),
+            lambda: self._get_or_create(
+                conn,
+                class_dim,
+                "class_key",
+                {"class_id": cls.class_id},
+                {"class_name": cls.class_name[:128], "wnid": cls.wnid},
+            ),
+        )
+
+    def _model_key(self, conn: Connection, model: ModelFacts | None, learned: dict) -> int:
+        if model is None:
+            return NONE_KEY
+        natural = {"model_name": model.name, "model_version": model.version, "sha256": model.sha256}
+        return self._cached(
+            learned,
+            ("model", *natural.values()),
+            lambda: self._get_or_create(conn, model_dim, "model_key", natural),
+        )

@@ -1,0 +1,145 @@
+"""The star schema (SQLAlchemy Core): one fact table and its dimensions.
+
+    api_event_fact ─┬─ time_dim   (minute grain: hour, day, weekday, week, month, quarter, year)
+                    ├─ user_dim   (account, IP address, user agent)
+                    ├─ image_dim  (content sha256 + filename, size, format, bytes)
+                    ├─ class_dim  (ImageNet class)
+                    └─ model_dim  (which model answered)
+
+One fact row per classified image; a failed request is a fact too, pointing at
+the special "none" members of image_dim/class_dim/model_dim (key 0) rather
+than at NULL, so every join stays an inner join. ``api_user`` holds accounts
+(API-key hashes) and is not part of the star. Every change to these tables
+goes through an Alembic migration in ``warehouse/migrations``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Key of the special dimension member used where a fact has no image/class/model.
+NONE_KEY = 0
+ANONYMOUS_USER_ID = 0
+
+time_dim = Table(
+    "time_dim",
+    metadata,
+    # YYYYMMDDHHMM in UTC, e.g. 202611251432: readable and ordered.
+    Column("timestamp_key", BigInteger, primary_key=True, autoincrement=False),
+    Column("minute_start", DateTime, nullable=False),
+    Column("minute", SmallInteger, nullable=False),
+    Column("hour", SmallInteger, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("weekday", SmallInteger, nullable=False),  # ISO: 1 = Monday … 7 = Sunday
+    Column("week", SmallInteger, nullable=False),  # ISO week number
+    Column("month", SmallInteger, nullable=False),
+    Column("quarter", SmallInteger, nullable=False),
+    Column("year", SmallInteger, nullable=False),
+)
+
+user_dim = Table(
+    "user_dim",
+    metadata,
+    Column("user_key", Integer, primary_key=True),
+    Column("user_id", Integer, nullable=False),  # api_user.user_id; 0 = anonymous
+    Column("username", String(64), nullable=False),
+    Column("ip_address", String(45), nullable=False),
+    Column("user_agent", String(512), nullable=False),
+    UniqueConstraint("user_id", "ip_address", "user_agent", name="uq_user_dim_natural"),
+)
+
+image_dim = Table(
+    "image_dim",
+    metadata,
+    Column("image_key", Integer, primary_key=True),
+    Column("image_id", String(64), nullable=False),  # sha256 of the content (hex)
+    Column("image_filename", String(255), nullable=False),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("format", String(16)),
+    Column("bytes", Integer),
+    UniqueConstraint("image_id", "image_filename", name="uq_image_dim_natural"),
+)
+
+class_dim = Table(
+    "class_dim",
+    metadata,
+    Column("class_key", Integer, primary_key=True),
+    Column("class_id", Integer, nullable=False, unique=True),  # ImageNet index; -1 = none
+    Column("class_name", String(128), nullable=False),
+    Column("wnid", String(16)),  # WordNet synset id
+)
+
+model_dim = Table(
+    "model_dim",
+    metadata,
+    Column("model_key", Integer, primary_key=True),
+    Column("model_name", String(64), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    UniqueConstraint("model_name", "model_version", "sha256", name="uq_model_dim_natural"),
+)
+
+api_event_fact = Table(
+    "api_event_fact",
+    metadata,
+    Column("event_id", Integer, primary_key=True),
+    Column("request_id", String(64), nullable=False),
+    Column("timestamp_key", BigInteger, ForeignKey("time_dim.timestamp_key"), nullable=False),
+    Column("user_key", Integer, ForeignKey("user_dim.user_key"), nullable=False),
+    Column("image_key", Integer, ForeignKey("image_dim.image_key"), nullable=False),
+    Column("class_key", Integer, ForeignKey("class_dim.class_key"), nullable=False),
+    Column("model_key", Integer, ForeignKey("model_dim.model_key"), nullable=False),
+    Column("event_time", DateTime, nullable=False),  # exact UTC time the request arrived
+    Column("time_taken", Float, nullable=False),  # ms spent on this image (or the failure)
+    Column("request_count", Integer, nullable=False, default=1),
+    Column("confidence", Float),  # top-1 score; NULL for failures
+    Column("status_code", SmallInteger, nullable=False),
+    Column("error_code", String(64)),  # NULL on success
+    Column("endpoint", String(64), nullable=False),
+    Index("ix_api_event_fact_request_id", "request_id"),
+    Index("ix_api_event_fact_timestamp_key", "timestamp_key"),
+)
+
+api_user = Table(
+    "api_user",
+    metadata,
+    Column("user_id", Integer, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False, unique=True),  # sha256 of the API key
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime),
+)
+
+service_heartbeat = Table(
+    "service_heartbeat",
+    metadata,
+    # Written by /readyz to prove the database accepts writes.
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("checked_at", DateTime, nullable=False),
+)

@@ -1,0 +1,124 @@
+"""Every bad input gets its status and a JSON error naming the problem, and is recorded."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from imgclass.app import create_app
+from tests.conftest import fact_rows
+from tests.vision.hostile import png_bomb
+
+
+def post(client, content: bytes, name="upload.jpg", query=""):
+    return client.post(
+        f"/api/v1/predict{query}",
+        data={"image": (io.BytesIO(content), name)},
+        content_type="multipart/form-data",
+    )
+
+
+def assert_error(resp, status: int, code: str):
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    error = resp.get_json()["error"]
+    assert error["code"] == code
+    assert error["message"] and error["request_id"] == resp.headers["X-Request-ID"]
+    assert "Traceback" not in resp.get_data(as_text=True)
+    return error
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    return png_bomb(30000)
+
+
+def test_zero_bytes(client, app):
+    assert_error(post(client, b""), 400, "empty_file")
+    (row,) = fact_rows(app)
+    assert (row["status_code"], row["error_code"], row["class_id"], row["image_id"]) == (
+        400,
+        "empty_file",
+        -1,
+        "none",
+    )
+
+
+def test_no_file_field(client):
+    resp = client.post(
+        "/api/v1/predict",
+        data={"photo": (io.BytesIO(b"x"), "a.jpg")},
+        content_type="multipart/form-data",
+    )
+    assert "'photo'" in assert_error(resp, 400, "no_image")["message"]
+
+
+def test_no_body_or_json_body(client):
+    assert_error(client.post("/api/v1/predict"), 400, "no_image")
+    assert_error(client.post("/api/v1/predict", json={"image": "x"}), 400, "no_image")
+
+
+def test_text_file_named_jpg(client, app):
+    assert_error(post(client, b"just some text\n" * 20, "cat.jpg"), 415, "unsupported_media_type")
+    (row,) = fact_rows(app)
+    assert (row["status_code"], row["image_filename"], row["width"]) == (415, "cat.jpg", None)
+
+
+def test_truncated_jpeg(client, cat_jpeg):
+    assert_error(post(client, cat_jpeg[:3000]), 422, "corrupt_image")
+
+
+def test_decompression_bomb(client, bomb):
+    error = assert_error(post(client, bomb, "bomb.png"), 422, "image_too_large")
+    assert "30000x30000" in error["message"]
+
+
+def test_one_bad_file_fails_the_request_and_names_the_file(client, app, cat_jpeg):
+    resp = client.post(
+        "/api/v1/predict",
+        data={"image": [(io.BytesIO(cat_jpeg), "good.jpg"), (io.BytesIO(b"nope"), "bad.jpg")]},
+        content_type="multipart/form-data",
+    )
+    assert "file 2 ('bad.jpg')" in assert_error(resp, 415, "unsupported_media_type")["message"]
+    assert [r["status_code"] for r in fact_rows(app)] == [415]
+
+
+@pytest.mark.parametrize(
+    "value", ["0", "21", "-1", "abc", "1.5", "", "5; DROP TABLE api_event_fact"]
+)
+def test_bad_top_k(client, cat_jpeg, value):
+    assert (
+        "top_k"
+        in assert_error(post(client, cat_jpeg, query=f"?top_k={value}"), 400, "invalid_parameter")[
+            "message"
+        ]
+    )
+
+
+def test_body_over_the_size_limit(settings, cat_jpeg):
+    app = create_app(settings.model_copy(update={"max_upload_bytes": 10_000}))
+    resp = post(app.test_client(), cat_jpeg)
+    assert_error(resp, 413, "payload_too_large")
+    assert fact_rows(app)[0]["error_code"] == "payload_too_large"
+
+
+def test_too_many_files(settings, cat_jpeg):
+    app = create_app(settings.model_copy(update={"max_files_per_request": 2}))
+    files = [(io.BytesIO(cat_jpeg), f"{i}.jpg") for i in range(3)]
+    resp = app.test_client().post(
+        "/api/v1/predict", data={"image": files}, content_type="multipart/form-data"
+    )
+    assert_error(resp, 400, "too_many_files")
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert_error(client.get("/api/v1/nope"), 404, "not_found")
+    assert_error(client.get("/api/v1/predict"), 405, "method_not_allowed")
+
+
+def test_missing_model_is_503_not_500(settings, cat_jpeg, tmp_path):
+    app = create_app(settings.model_copy(update={"model_dir": tmp_path / "empty"}))
+    resp = post(app.test_client(), cat_jpeg)
+    assert_error(resp, 503, "model_unavailable")
+    assert resp.headers["Retry-After"]
+    assert fact_rows(app)[0]["status_code"] == 503

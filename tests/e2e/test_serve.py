@@ -1,0 +1,157 @@
+"""A real `imgclass serve` (gunicorn, several workers) driven over HTTP, as the README says."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CAT_CLASSES, REPO
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, model_dir):
+    data_dir = tmp_path_factory.mktemp("serve") / "data"
+    port = free_port()
+    env = {
+        **os.environ,
+        "IMGCLASS_DATA_DIR": str(data_dir),
+        "IMGCLASS_MODEL_DIR": str(model_dir),
+        "IMGCLASS_PORT": str(port),
+        "IMGCLASS_WORKERS": "2",
+    }
+    env.pop("IMGCLASS_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "imgclass"), "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("server did not become ready:\n" + proc.stdout.read())
+    yield base, data_dir
+    proc.terminate()
+    output, _ = proc.communicate(timeout=30)
+    assert "Traceback" not in output, output
+
+
+def facts(data_dir: Path) -> list[tuple]:
+    with sqlite3.connect(data_dir / "imgclass.db") as conn:
+        return conn.execute(
+            "SELECT f.request_id, c.class_id, u.username FROM api_event_fact f "
+            "JOIN class_dim c USING (class_key) JOIN user_dim u USING (user_key) "
+            "JOIN image_dim USING (image_key) JOIN time_dim USING (timestamp_key) "
+            "JOIN model_dim USING (model_key)"
+        ).fetchall()
+
+
+def test_readme_curl_example(server):
+    base, data_dir = server
+    sample = REPO / "samples" / "cat.jpg"
+    if not sample.exists():
+        pytest.fail("samples/cat.jpg is missing: `make install` creates it")
+    out = subprocess.run(
+        ["curl", "-s", "-F", f"image=@{sample}", f"{base}/api/v1/predict"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    body = json.loads(out)
+    assert body["results"][0]["predictions"][0]["class_id"] in CAT_CLASSES
+    assert body["request_id"] in {row[0] for row in facts(data_dir)}
+    assert (data_dir / "admin-token").is_file()
+
+
+def test_concurrent_clients_across_workers_lose_nothing(server, cat_jpeg):
+    base, data_dir = server
+    before = Counter(row[0] for row in facts(data_dir))
+
+    def send(i: int) -> tuple[int, str]:
+        req = urllib.request.Request(
+            f"{base}/api/v1/predict?top_k=1&filename={i}.jpg",
+            data=cat_jpeg,
+            headers={"Content-Type": "image/jpeg"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())["request_id"]
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        outcomes = list(pool.map(send, range(120)))
+    assert {status for status, _ in outcomes} == {200}
+    after = Counter(row[0] for row in facts(data_dir))
+    new = after - before
+    assert new == Counter({rid: 1 for _, rid in outcomes})
+
+
+def test_big_phone_photo_and_bad_input_over_http(server, photos):
+    base, _ = server
+    import io
+
+    buf = io.BytesIO()
+    photos["chelsea"].resize((4032, 3024)).save(buf, "JPEG", quality=90)
+    big = buf.getvalue()
+    assert len(big) > 500_000  # upscaled, so it compresses well
+    out = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Content-Type: image/jpeg",
+            "--data-binary",
+            "@-",
+            f"{base}/api/v1/predict",
+        ],
+        input=big,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    body, status = out.rsplit("\n", 1)
+    assert status == "200", body
+    assert json.loads(body)["results"][0]["predictions"][0]["class_id"] in CAT_CLASSES
+    out = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-F",
+            "image=@/dev/null;filename=empty.jpg",
+            f"{base}/api/v1/predict",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    body, status = out.rsplit("\n", 1)
+    assert status == "400" and json.loads(body)["error"]["code"] == "empty_file"

@@ -1,0 +1,124 @@
+"""The recorder: facts land with reused dimensions, even with several writer processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import datetime
+
+from sqlalchemy import func, select, text
+
+from imgclass.warehouse.db import make_engine
+from imgclass.warehouse.migrate import upgrade
+from imgclass.warehouse.recorder import (
+    ClassFacts,
+    Event,
+    ImageFacts,
+    ModelFacts,
+    Recorder,
+    Requester,
+    timestamp_key,
+)
+from imgclass.warehouse.schema import api_event_fact, class_dim, image_dim, time_dim, user_dim
+
+ALICE = Requester(7, "alice", "10.0.0.1", "curl/8")
+MODEL = ModelFacts("efficientnet-lite0", "0.1.0+fp32", "ab" * 32)
+
+
+def event(
+    request_id: str, *, when=datetime(2026, 11, 25, 14, 32, 10), class_id=281, sha="aa" * 32
+) -> Event:
+    return Event(
+        request_id=request_id,
+        event_time=when,
+        requester=ALICE,
+        endpoint="predict",
+        status_code=200,
+        time_taken_ms=12.5,
+        image=ImageFacts(sha, "cat.jpg", 1000, 451, 300, "JPEG"),
+        predicted=ClassFacts(class_id, "tabby, tabby cat", "n02123045"),
+        model=MODEL,
+        confidence=0.9,
+    )
+
+
+def count(engine, table) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def make(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    upgrade(engine)
+    return engine
+
+
+def test_time_dimension_attributes(tmp_path):
+    engine = make(tmp_path)
+    Recorder(engine).record([event("r1", when=datetime(2026, 11, 29, 23, 59, 59))])
+    with engine.connect() as conn:
+        row = conn.execute(select(time_dim)).one()._mapping
+    assert row["timestamp_key"] == 202611292359 == timestamp_key(datetime(2026, 11, 29, 23, 59))
+    assert (row["hour"], row["minute"], row["weekday"], row["week"]) == (23, 59, 7, 48)
+    assert (row["month"], row["quarter"], row["year"]) == (11, 4, 2026)
+
+
+def test_dimensions_are_reused(tmp_path):
+    engine = make(tmp_path)
+    recorder = Recorder(engine)
+    recorder.record([event("r1"), event("r1")])
+    Recorder(engine).record([event("r2")])  # a second process's recorder: empty cache
+    assert count(engine, api_event_fact) == 3
+    assert count(engine, user_dim) == 1
+    assert count(engine, image_dim) == 2  # the "none" member + cat.jpg
+    assert count(engine, class_dim) == 2
+    assert count(engine, time_dim) == 1
+
+
+def test_a_failed_transaction_leaves_nothing_and_no_stale_cache(tmp_path):
+    engine = make(tmp_path)
+    recorder = Recorder(engine)
+    broken = event("r1", class_id=5)
+    broken = Event(**{**broken.__dict__, "status_code": None})  # violates NOT NULL
+    try:
+        recorder.record([event("r0", class_id=5), broken])
+    except Exception:
+        pass
+    else:
+        raise AssertionError("the broken event should have failed the transaction")
+    assert count(engine, api_event_fact) == 0 and count(engine, class_dim) == 1
+    recorder.record([event("r2", class_id=5)])  # the cache must not hold the rolled-back key
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                text("SELECT c.class_id FROM api_event_fact f JOIN class_dim c USING (class_key)")
+            ).scalar_one()
+            == 5
+        )
+
+
+def _writer(url: str, worker: int, n: int) -> None:
+    recorder = Recorder(make_engine(url))
+    for i in range(n):
+        # Every process uses the same user, time, class and model, and shares images.
+        recorder.record([event(f"w{worker}-{i}", sha=f"{i % 3:02d}" * 32)])
+
+
+def test_concurrent_processes_lose_nothing_and_duplicate_no_dimension(tmp_path):
+    engine = make(tmp_path)
+    url = str(engine.url)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(url, w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert count(engine, api_event_fact) == 160
+    with engine.connect() as conn:
+        ids = conn.execute(
+            select(func.count(func.distinct(api_event_fact.c.request_id)))
+        ).scalar_one()
+    assert ids == 160
+    assert count(engine, user_dim) == 1
+    assert count(engine, image_dim) == 1 + 3
+    assert count(engine, class_dim) == 2
