@@ -40,7 +40,7 @@ test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) models samples .pytest_cache .ruff_cache

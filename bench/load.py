@@ -3,7 +3,7 @@
 Each client is a thread with its own keep-alive connection posting the same
 640x480 JPEG as a raw image/jpeg body, for a fixed duration.
 
-    python bench/load.py --concurrency 1 4 16 [--seconds 15]
+    python -m bench.load --concurrency 1 4 16 [--seconds 15]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 One process per core, each with a one-thread ONNX Runtime session (the same
 layout `imgclass serve` uses), batch size 1, for a fixed duration.
 
-    python bench/model_speed.py [--seconds 10]
+    python -m bench.model_speed [--seconds 10]
 """
 
 from __future__ import annotations

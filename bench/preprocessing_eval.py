@@ -4,7 +4,7 @@
 "imagenet": x / 255 then the ImageNet mean/std, as in the PyTorch package's example.
 Both use the same resize (short side 256) and center crop (224).
 
-    python bench/preprocessing_eval.py
+    python -m bench.preprocessing_eval
 """
 
 from __future__ import annotations
