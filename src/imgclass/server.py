@@ -30,6 +30,9 @@ class ImgclassServer(BaseApplication):
             "keepalive": 5,
             "loglevel": s.log_level.lower(),
             "proc_name": "imgclass",
+            # gunicorn's control socket lives at one fixed path per user, so several
+            # servers on a machine would clobber each other's; we do not use it.
+            "control_socket_disable": True,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
