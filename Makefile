@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 
 # `imgclass model export` is a no-op when the ONNX file already exists.
 model: $(STAMP)
-	$(BIN)/imgclass model export
+	$(BIN)/imgclass model export --precision fp32
+	$(BIN)/imgclass model export --precision int8
 
 $(SAMPLE): $(STAMP) scripts/make_samples.py
 	$(BIN)/python scripts/make_samples.py samples

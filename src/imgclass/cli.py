@@ -145,7 +145,7 @@ def model() -> None:
 
 
 @model.command("export")
-@click.option("--precision", type=click.Choice(["fp32"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
 @click.option("--force", is_flag=True, help="export even if the file exists")
 def model_export(precision, force) -> None:
     """Convert the packaged PyTorch weights to ONNX under IMGCLASS_MODEL_DIR."""

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; default: SQLite file <data_dir>/imgclass.db"
     )
     model_name: str = Field("efficientnet-lite0", description="model to serve")
-    model_precision: Literal["fp32"] = Field("fp32", description="which export to serve")
+    model_precision: Literal["fp32", "int8"] = Field("fp32", description="which export to serve")
 
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="request body limit")
     max_image_pixels: int = Field(

@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -49,14 +50,21 @@ def weights_version() -> str:
     return metadata.version(WEIGHTS_PACKAGE)
 
 
-def export_onnx(model_dir: Path, precision: str = "fp32") -> Path:
-    """Write ``<model_dir>/efficientnet-lite0-<precision>.onnx`` and return its path."""
-    if precision != "fp32":
-        raise ValueError(f"unsupported precision {precision!r}")
-    import onnx
-    import torch
+PRECISIONS = ("fp32", "int8")
 
-    model = load_torch_model()
+
+def export_onnx(model_dir: Path, precision: str = "fp32") -> Path:
+    """Write ``<model_dir>/efficientnet-lite0-<precision>.onnx`` and return its path.
+
+    int8 is quantized from the fp32 export, which is made first if missing.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unsupported precision {precision!r}; choose one of {PRECISIONS}")
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ExportUnavailable("exporting needs: pip install 'imgclass[export]'") from exc
+
     prep = Preprocessing()
     target = model_path(model_dir, MODEL_NAME, precision)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -64,19 +72,17 @@ def export_onnx(model_dir: Path, precision: str = "fp32") -> Path:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        dummy = torch.zeros(1, 3, prep.input_size, prep.input_size)
-        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-            torch.onnx.export(
-                model,
-                (dummy,),
-                str(tmp),
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=OPSET,
-                dynamo=False,
-            )
+        if precision == "int8":
+            from imgclass.vision.quantize import quantize_int8
+
+            fp32 = model_path(model_dir, MODEL_NAME, "fp32")
+            if not fp32.is_file():
+                export_onnx(model_dir, "fp32")
+            quantize_int8(fp32, tmp, prep)
+        else:
+            _export_fp32(tmp, prep)
         proto = onnx.load(str(tmp))
+        del proto.metadata_props[:]
         fields = {
             "name": MODEL_NAME,
             "version": f"{weights_version()}+{precision}",
@@ -92,7 +98,31 @@ def export_onnx(model_dir: Path, precision: str = "fp32") -> Path:
             entry.key, entry.value = META_PREFIX + key, str(value)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a model is not a secret
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def _export_fp32(path: Path, prep: Preprocessing) -> None:
+    import torch
+
+    model = load_torch_model()
+    dummy = torch.zeros(1, 3, prep.input_size, prep.input_size)
+    with (
+        torch.no_grad(),
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation chatter
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
