@@ -40,7 +40,9 @@ format: $(STAMP)
 test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# wrk (a C load generator) comes from Debian; installed here, not needed for tests.
 bench: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.run
 
 clean:

@@ -19,11 +19,26 @@ from skimage import data as skdata
 REPO = Path(__file__).resolve().parents[1]
 
 
-def jpeg_640x480() -> bytes:
-    """The coffee photo at 640x480, a typical web upload."""
+def encoded(size: tuple[int, int], fmt: str) -> bytes:
+    """The coffee photo resized to ``size`` and encoded as ``fmt``."""
     buf = io.BytesIO()
-    Image.fromarray(skdata.coffee()).resize((640, 480)).save(buf, "JPEG", quality=90)
+    image = Image.fromarray(skdata.coffee()).resize(size, Image.Resampling.BICUBIC)
+    image.save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
     return buf.getvalue()
+
+
+def jpeg_640x480() -> bytes:
+    """A typical web upload."""
+    return encoded((640, 480), "JPEG")
+
+
+# The benchmark's test images: name -> bytes.
+def test_images() -> dict[str, bytes]:
+    return {
+        "640x480 JPEG": jpeg_640x480(),
+        "4032x3024 JPEG": encoded((4032, 3024), "JPEG"),
+        "640x480 PNG": encoded((640, 480), "PNG"),
+    }
 
 
 def free_port() -> int:

@@ -48,12 +48,15 @@ def images_per_second(mode: str, seconds: float, jpeg: bytes, processes: int) ->
     return total / seconds
 
 
-def measure(seconds: float = 10.0) -> dict[str, float]:
-    jpeg = jpeg_640x480()
+def measure(seconds: float = 10.0, images: dict[str, bytes] | None = None) -> dict[str, float]:
+    """images/s of the bare model, and of decode+model for each image."""
+    images = images or {"640x480 JPEG": jpeg_640x480()}
     cpus = available_cpus()
-    return {
-        mode: images_per_second(mode, seconds, jpeg, cpus) for mode in ("model", "decode+model")
-    }
+    first = next(iter(images.values()))
+    rates = {"model": images_per_second("model", seconds, first, cpus)}
+    for name, data in images.items():
+        rates[f"decode+model {name}"] = images_per_second("decode+model", seconds, data, cpus)
+    return rates
 
 
 if __name__ == "__main__":

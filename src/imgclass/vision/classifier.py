@@ -8,6 +8,7 @@ so the service never guesses how to feed a model it loaded.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -99,6 +100,10 @@ class OnnxClassifier:
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelUnavailable(f"model file {path} could not be loaded: {exc}") from exc
+        # One inference at a time per process: the session is sized to its share of the
+        # cores, and gunicorn's threads running it at once would oversubscribe them
+        # (measured: docs/PERFORMANCE.md). Other threads keep decoding meanwhile.
+        self._run_lock = threading.Lock()
         meta = self._session.get_modelmeta().custom_metadata_map
         self._input = self._session.get_inputs()[0].name
         self.labels = labels or imagenet_labels()
@@ -120,7 +125,8 @@ class OnnxClassifier:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         try:
-            return self._session.run(None, {self._input: batch})[0]
+            with self._run_lock:
+                return self._session.run(None, {self._input: batch})[0]
         except Exception as exc:
             raise ModelUnavailable(f"inference failed: {exc}") from exc
 

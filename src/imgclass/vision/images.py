@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # it can name the image's dimensions and honour a limit above Pillow's default.
 Image.MAX_IMAGE_PIXELS = None
 
+EXIF_ORIENTATION = 0x0112
+
 # Formats we accept. Restricting Image.open to these keeps Pillow's rarer
 # (and less battle-tested) decoders away from untrusted input.
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
@@ -148,6 +150,8 @@ def _reason(exc: BaseException) -> str:
 def _upright(img: Image.Image) -> Image.Image:
     """Apply the EXIF orientation tag; a malformed EXIF block is ignored, not fatal."""
     try:
+        if img.getexif().get(EXIF_ORIENTATION, 1) == 1:
+            return img  # exif_transpose would return a needless full copy
         return ImageOps.exif_transpose(img)
     except Exception as exc:  # malformed EXIF must not reject an otherwise valid image
         log.debug("ignoring unreadable EXIF orientation: %s", exc)
