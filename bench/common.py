@@ -47,6 +47,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start") from None
+            time.sleep(0.2)
+
+
+@contextmanager
+def served_baseline(workers: int):
+    """The tutorial-style baseline (bench/baseline_app.py) under gunicorn sync workers.
+
+    Tuned like imgclass (one worker per CPU, one torch thread each): with torch's
+    default threads, 2 workers x 2 threads on 2 cores collapsed to 1.5 requests/s,
+    and comparing against that would flatter us.
+    """
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "BASELINE_DB": str(Path(tmp) / "baseline.db"), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "-w",
+                str(workers),
+                "-b",
+                f"127.0.0.1:{port}",
+                "--timeout",
+                "120",
+                "bench.baseline_app:app",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port, proc)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
 @contextmanager
 def served(workers: int | None = None, threads: int | None = None):
     """Run `imgclass serve` on a free port with a throwaway data dir; yield its base URL."""

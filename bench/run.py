@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import model_speed
-from bench.common import REPO, served, test_images
+from bench.common import REPO, served, served_baseline, test_images
 from bench.wrk_load import run_wrk, wrk_available
 from imgclass.config import available_cpus
 
@@ -62,6 +62,43 @@ def service_rows(images: dict[str, Path], concurrencies: list[int], seconds: flo
                 result.update(image=name, facts_match=0 <= extra <= c)
                 rows.append(result)
     return rows
+
+
+BASELINE_IMAGES = ("640x480 JPEG", "4032x3024 JPEG")
+BASELINE_CONCURRENCY = (4, 16)
+
+
+def baseline_rows(images: dict[str, Path], seconds: float) -> list[dict]:
+    """The tutorial-style Flask + PyTorch app under the same load, for the ratio."""
+    rows = []
+    with served_baseline(available_cpus()) as base:
+        url = base + "/predict"
+        run_wrk(url, images[BASELINE_IMAGES[0]], 2, 3)  # warm-up
+        for name in BASELINE_IMAGES:
+            for c in BASELINE_CONCURRENCY:
+                rows.append({**run_wrk(url, images[name], c, seconds), "image": name})
+    return rows
+
+
+def render_baseline(ours: list[dict], baseline: list[dict]) -> list[str]:
+    lines = [
+        "",
+        "Baseline: tutorial-style Flask + PyTorch + per-request sqlite3 (bench/baseline_app.py), "
+        "gunicorn sync workers, one per CPU, one torch thread each, same wrk load.",
+        "",
+        "| image | concurrency | baseline req/s | baseline p99 ms | baseline errors "
+        "| imgclass req/s | imgclass / baseline |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    index = {(r["image"], r["concurrency"]): r for r in ours}
+    for b in baseline:
+        mine = index.get((b["image"], b["concurrency"]))
+        ratio = f"{mine['rps'] / b['rps']:.1f}x" if mine and b["rps"] else "-"
+        lines.append(
+            f"| {b['image']} | {b['concurrency']} | {b['rps']:.1f} | {b['p99_ms']:.1f} "
+            f"| {b['errors']} | {mine['rps'] if mine else 0:.1f} | {ratio} |"
+        )
+    return lines
 
 
 def render(limit: dict[str, float], rows: list[dict], seconds: float) -> str:
@@ -111,7 +148,8 @@ def main() -> None:
             path.write_bytes(data)
             paths[name] = path
         rows = service_rows(paths, args.concurrency, args.seconds)
-    report = render(limit, rows, args.seconds)
+        baseline = baseline_rows(paths, args.seconds)
+    report = render(limit, rows, args.seconds) + "\n".join(render_baseline(rows, baseline)) + "\n"
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     OUTPUT.write_text(report)
     print(report)
