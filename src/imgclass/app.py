@@ -42,6 +42,13 @@ def services(app: Flask) -> Services:
 def load_classifier(settings: Settings) -> tuple[OnnxClassifier | None, str | None]:
     """The configured model, or None and the reason it could not be loaded."""
     path = model_path(settings.model_dir, settings.model_name, settings.model_precision)
+    if not path.is_file():
+        message = (
+            f"model file {path} is missing; run "
+            f"`imgclass model export --precision {settings.model_precision}` (or `make install`)"
+        )
+        log.error("%s", message)
+        return None, message
     try:
         return OnnxClassifier(path, threads=settings.inference_threads), None
     except ModelUnavailable as exc:

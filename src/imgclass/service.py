@@ -109,12 +109,12 @@ class PredictionService:
         infer_share = (time.perf_counter() - started) * 1000 / len(uploads)
 
         model = ModelFacts(classifier.info.name, classifier.info.version, classifier.info.sha256)
-        labels = getattr(classifier, "labels", None)
+        wnids = classifier.labels.wnids
         results, events = [], []
         for upload, image, preds, ms in zip(uploads, decoded, predictions, prep_ms, strict=True):
             time_ms = ms + infer_share
             best = preds[0]
-            wnid = labels.wnids[best.class_id] if labels is not None else None
+            wnid = wnids[best.class_id] if best.class_id < len(wnids) else None
             results.append(ImageResult(upload.filename, preds, time_ms, image.width, image.height))
             events.append(
                 Event(

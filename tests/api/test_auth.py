@@ -18,7 +18,7 @@ def post(client, jpeg, **headers):
     )
 
 
-def test_first_start_creates_an_admin_and_a_private_token_file(settings, app, admin_key, capfd):
+def test_first_start_creates_an_admin_and_a_private_token_file(settings, app, admin_key):
     path = settings.admin_token_path
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert services(app).users.authenticate(admin_key).is_admin
@@ -49,3 +49,7 @@ def test_required_auth_refuses_anonymous(settings, cat_jpeg):
     assert post(client, cat_jpeg).status_code == 401
     _, key = services(app).users.add("carol")
     assert post(client, cat_jpeg, Authorization=f"Bearer {key}").status_code == 200
+    assert [(r["status_code"], r["username"]) for r in fact_rows(app)] == [
+        (401, "anonymous"),
+        (200, "carol"),
+    ]

@@ -116,6 +116,30 @@ def test_unknown_route_and_method_are_json(client):
     assert_error(client.get("/api/v1/predict"), 405, "method_not_allowed")
 
 
+def test_a_database_that_refuses_writes_gives_503_and_acknowledges_nothing(settings, app, cat_jpeg):
+    db_file = settings.data_dir / "imgclass.db"
+    read_only = settings.model_copy(
+        update={
+            "database_url": f"sqlite:///file:{db_file}?mode=ro&uri=true",
+            "auto_migrate": False,
+            "bootstrap_admin": False,
+        }
+    )
+    resp = post(create_app(read_only).test_client(), cat_jpeg)
+    error = assert_error(resp, 503, "storage_unavailable")
+    assert "not processed" in error["message"] and resp.headers["Retry-After"]
+    assert "results" not in resp.get_json()
+    assert fact_rows(app) == []  # nothing was written, so nothing was claimed
+
+
+def test_missing_int8_model_names_its_export_command(settings, tmp_path, cat_jpeg):
+    app = create_app(
+        settings.model_copy(update={"model_dir": tmp_path / "empty", "model_precision": "int8"})
+    )
+    error = assert_error(post(app.test_client(), cat_jpeg), 503, "model_unavailable")
+    assert "imgclass model export --precision int8" in error["message"]
+
+
 def test_missing_model_is_503_not_500(settings, cat_jpeg, tmp_path):
     app = create_app(settings.model_copy(update={"model_dir": tmp_path / "empty"}))
     resp = post(app.test_client(), cat_jpeg)

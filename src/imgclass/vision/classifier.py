@@ -44,6 +44,7 @@ class Prediction:
 class Classifier(Protocol):
     info: ModelInfo
     preprocessing: Preprocessing
+    labels: Labels
 
     def predict(self, batch: np.ndarray, top_k: int) -> list[list[Prediction]]:
         """batch: float32 (N, 3, H, W) -> for each image its top_k predictions, best first."""

@@ -75,6 +75,14 @@ def export_onnx(model_dir: Path, precision: str = "fp32") -> Path:
         if precision == "int8":
             from imgclass.vision.quantize import quantize_int8
 
+            try:
+                import skimage  # noqa: F401 - calibration photos
+            except ImportError as exc:
+                raise ExportUnavailable(
+                    "the int8 export calibrates on scikit-image's photos: "
+                    "pip install 'imgclass[export]'"
+                ) from exc
+
             fp32 = model_path(model_dir, MODEL_NAME, "fp32")
             if not fp32.is_file():
                 export_onnx(model_dir, "fp32")

@@ -123,12 +123,12 @@ def load_image(data: bytes, *, max_pixels: int, min_short_side: int | None = Non
         except _DECODE_ERRORS as exc:
             raise ImageRejected(f"the image data is corrupt or truncated ({_reason(exc)})") from exc
 
-    if fmt_orientation_swaps(img, width, height):
+    if orientation_swapped(img, width, height):
         width, height = height, width
     return DecodedImage(rgb, width, height, fmt, len(data), sha)
 
 
-def fmt_orientation_swaps(oriented: Image.Image, width: int, height: int) -> bool:
+def orientation_swapped(oriented: Image.Image, width: int, height: int) -> bool:
     """True when EXIF orientation turned the image by 90 degrees (so w/h swap)."""
     ow, oh = oriented.size
     return width != height and (ow > oh) != (width > height)

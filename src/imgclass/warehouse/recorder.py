@@ -134,7 +134,12 @@ class Recorder:
     def _get_or_create(
         self, conn: Connection, table: Table, key: str, natural: dict, extra: dict | None = None
     ) -> int:
-        """Key of the row matching ``natural``, inserting it if absent (race-free)."""
+        """Key of the row matching ``natural``, inserting it if absent (race-free).
+
+        On SQLite the write transaction is BEGIN IMMEDIATE, so writers are already
+        serialised; ON CONFLICT DO NOTHING is what keeps this race-free on PostgreSQL,
+        where two transactions can both miss the SELECT.
+        """
         where = and_(*(table.c[col] == value for col, value in natural.items()))
         found = conn.execute(select(table.c[key]).where(where)).scalar()
         if found is not None:
@@ -144,7 +149,9 @@ class Recorder:
         return conn.execute(select(table.c[key]).where(where)).scalar_one()
 
     def _cached(self, learned: dict, cache_key: tuple, create) -> int:
-        found = self._cache.get(cache_key) or learned.get(cache_key)
+        found = self._cache.get(cache_key)
+        if found is None:
+            found = learned.get(cache_key)
         if found is None:
             found = create()
             learned[cache_key] = found
