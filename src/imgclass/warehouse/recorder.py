@@ -48,6 +48,7 @@ class ImageFacts:
     width: int | None = None
     height: int | None = None
     format: str | None = None
+    brightness: float | None = None  # mean luma 0-255
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class Event:
     model: ModelFacts | None = None
     confidence: float | None = None
     error_code: str | None = None
+    cache_hit: bool = False
+    is_fallback: bool = False
 
 
 def timestamp_key(moment: datetime) -> int:
@@ -127,6 +130,8 @@ class Recorder:
             "status_code": event.status_code,
             "error_code": event.error_code,
             "endpoint": event.endpoint,
+            "cache_hit": event.cache_hit,
+            "is_fallback": event.is_fallback,
         }
 
     # -- dimensions ----------------------------------------------------------
@@ -203,6 +208,7 @@ class Recorder:
             "height": image.height,
             "format": image.format,
             "bytes": image.n_bytes,
+            "brightness": image.brightness,
         }
         return self._get_or_create(conn, image_dim, "image_key", natural, extra)
 

@@ -5,6 +5,7 @@
                     ├─ image_dim  (content sha256 + filename, size, format, bytes)
                     ├─ class_dim  (ImageNet class)
                     └─ model_dim  (which model answered)
+    prediction_feedback ── api_event_fact  (ground truth: the true class of an event)
 
 One fact row per classified image; a failed request is a fact too, pointing at
 the special "none" members of image_dim/class_dim/model_dim (key 0) rather
@@ -82,6 +83,7 @@ image_dim = Table(
     Column("height", Integer),
     Column("format", String(16)),
     Column("bytes", Integer),
+    Column("brightness", Float),  # mean luma 0-255 of the decoded image (input drift)
     UniqueConstraint("image_id", "image_filename", name="uq_image_dim_natural"),
 )
 
@@ -121,8 +123,25 @@ api_event_fact = Table(
     Column("status_code", SmallInteger, nullable=False),
     Column("error_code", String(64)),  # NULL on success
     Column("endpoint", String(64), nullable=False),
+    # Answered from the result cache without running the model.
+    Column("cache_hit", Boolean, nullable=False, default=False, server_default="0"),
+    # Answered by the fallback classifier because the primary failed or its breaker is open.
+    Column("is_fallback", Boolean, nullable=False, default=False, server_default="0"),
     Index("ix_api_event_fact_request_id", "request_id"),
     Index("ix_api_event_fact_timestamp_key", "timestamp_key"),
+)
+
+prediction_feedback = Table(
+    "prediction_feedback",
+    metadata,
+    # Ground truth for one fact row: the class a caller says the image really shows.
+    # One row per event; a second feedback for the same event replaces the first.
+    Column("feedback_id", Integer, primary_key=True),
+    Column("event_id", Integer, ForeignKey("api_event_fact.event_id"), nullable=False, unique=True),
+    Column("true_class_key", Integer, ForeignKey("class_dim.class_key"), nullable=False),
+    Column("is_correct", Boolean, nullable=False),  # true class == predicted class
+    Column("user_id", Integer, nullable=False),  # api_user.user_id of who gave it; 0 = anonymous
+    Column("created_at", DateTime, nullable=False),
 )
 
 api_user = Table(
