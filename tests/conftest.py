@@ -98,6 +98,7 @@ def fact_rows(app) -> list[dict]:
                f.request_count, f.endpoint, t.timestamp_key, t.day, t.hour,
                u.username, u.ip_address, u.user_agent,
                i.image_id, i.image_filename, i.width, i.height, i.format, i.bytes,
+               i.brightness, f.cache_hit, f.is_fallback,
                c.class_id, c.class_name, m.model_name, m.model_version
         FROM api_event_fact f
         JOIN time_dim t ON t.timestamp_key = f.timestamp_key

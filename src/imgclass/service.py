@@ -19,7 +19,7 @@ import numpy as np
 from imgclass.errors import ModelUnavailable, ServiceError, StorageUnavailable
 from imgclass.vision.classifier import Classifier, Prediction
 from imgclass.vision.images import DecodedImage, content_sha256, load_image
-from imgclass.vision.preprocess import to_tensor
+from imgclass.vision.preprocess import brightness, to_tensor
 from imgclass.warehouse.recorder import (
     ClassFacts,
     Event,
@@ -111,7 +111,9 @@ class PredictionService:
         model = ModelFacts(classifier.info.name, classifier.info.version, classifier.info.sha256)
         wnids = classifier.labels.wnids
         results, events = [], []
-        for upload, image, preds, ms in zip(uploads, decoded, predictions, prep_ms, strict=True):
+        for upload, image, tensor, preds, ms in zip(
+            uploads, decoded, tensors, predictions, prep_ms, strict=True
+        ):
             time_ms = ms + infer_share
             best = preds[0]
             wnid = wnids[best.class_id] if best.class_id < len(wnids) else None
@@ -131,6 +133,7 @@ class PredictionService:
                         image.width,
                         image.height,
                         image.format,
+                        brightness(tensor, prep),
                     ),
                     predicted=ClassFacts(best.class_id, best.label, wnid),
                     model=model,

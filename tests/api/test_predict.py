@@ -40,6 +40,8 @@ def test_a_photo_gets_its_class_and_one_fact_row(client, app, cat_jpeg):
         "JPEG",
     )
     assert row["bytes"] == len(cat_jpeg) and row["model_name"] == "efficientnet-lite0"
+    assert 60 < row["brightness"] < 200  # a daylight photo, neither black nor blown out
+    assert (row["cache_hit"], row["is_fallback"]) == (False, False)
 
 
 def test_several_files_give_results_in_order_and_a_row_each(client, app, cat_jpeg, coffee_jpeg):

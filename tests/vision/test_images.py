@@ -162,3 +162,17 @@ def test_extreme_aspect_ratio_and_tiny_images_decode():
     for size in [(1, 10000), (10000, 1), (1, 1)]:
         decoded = load(png_bytes(Image.new("RGB", size, (10, 200, 30))))
         assert decoded.image.size == size
+
+
+def test_brightness_from_the_tensor_matches_pillow_luma():
+    from imgclass.vision.preprocess import Preprocessing, brightness, to_tensor
+
+    prep = Preprocessing()
+    rng = np.random.default_rng(7)
+    for level in (0, 40, 128, 250):
+        pixels = np.clip(rng.normal(level, 20, (300, 400, 3)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels)
+        tensor = to_tensor(image, prep)
+        crop = ((tensor.transpose(1, 2, 0) * prep.std) + prep.mean).round().astype(np.uint8)
+        expected = np.asarray(Image.fromarray(crop).convert("L"), dtype=np.float64).mean()
+        assert abs(brightness(tensor, prep) - expected) < 1.0

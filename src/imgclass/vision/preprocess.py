@@ -42,3 +42,17 @@ def to_tensor(image: Image.Image, prep: Preprocessing) -> np.ndarray:
     arr -= prep.mean
     arr *= 1.0 / prep.std
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+# ITU-R BT.601 luma weights, the same as Pillow's RGB -> "L" conversion.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def brightness(tensor: np.ndarray, prep: Preprocessing) -> float:
+    """Mean luma (0-255) of the crop the model saw, recovered from its input tensor.
+
+    Used for input drift; computing it from the tensor costs three means and
+    no second pass over the decoded image.
+    """
+    channel_means = tensor.reshape(3, -1).mean(axis=1) * prep.std + prep.mean
+    return float(np.clip(channel_means @ _LUMA, 0.0, 255.0))
