@@ -1,6 +1,6 @@
 """``create_app(settings)``: build the services once, register blueprints and error handlers.
 
-Everything a request needs (engine, recorder, classifier, user store) is built
+Everything a request needs (engine, recorder, model chain, cache, user store) is built
 here and kept in ``app.extensions["imgclass"]``; nothing on the request path
 opens connections, loads models or reads configuration.
 """
@@ -17,8 +17,10 @@ from sqlalchemy import Engine
 
 from imgclass.config import Settings
 from imgclass.errors import ModelUnavailable
+from imgclass.ops.cache import make_cache
 from imgclass.service import PredictionService
 from imgclass.vision.classifier import OnnxClassifier, model_path
+from imgclass.vision.fallback import ModelChain
 from imgclass.warehouse.db import make_engine
 from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.recorder import Recorder
@@ -39,13 +41,16 @@ def services(app: Flask) -> Services:
     return app.extensions["imgclass"]
 
 
-def load_classifier(settings: Settings) -> tuple[OnnxClassifier | None, str | None]:
-    """The configured model, or None and the reason it could not be loaded."""
-    path = model_path(settings.model_dir, settings.model_name, settings.model_precision)
+def load_classifier(
+    settings: Settings, precision: str | None = None
+) -> tuple[OnnxClassifier | None, str | None]:
+    """The configured model (or another export of it), or None and the reason it failed."""
+    precision = precision or settings.model_precision
+    path = model_path(settings.model_dir, settings.model_name, precision)
     if not path.is_file():
         message = (
             f"model file {path} is missing; run "
-            f"`imgclass model export --precision {settings.model_precision}` (or `make install`)"
+            f"`imgclass model export --precision {precision}` (or `make install`)"
         )
         log.error("%s", message)
         return None, message
@@ -54,6 +59,30 @@ def load_classifier(settings: Settings) -> tuple[OnnxClassifier | None, str | No
     except ModelUnavailable as exc:
         log.error("%s", exc.message)
         return None, exc.message
+
+
+def build_model_chain(settings: Settings) -> ModelChain:
+    """The primary model (with its inference timeout) and the fallback export, if any."""
+
+    def load_primary() -> OnnxClassifier:
+        classifier, error = load_classifier(settings)
+        if classifier is None:
+            raise ModelUnavailable(error)
+        classifier.timeout_s = settings.inference_timeout_s or None
+        return classifier
+
+    fallback = None
+    if settings.fallback_precision not in ("none", settings.model_precision):
+        fallback, error = load_classifier(settings, precision=settings.fallback_precision)
+        if fallback is None:
+            log.warning("no fallback model: %s", error)
+    return ModelChain(
+        load_primary,
+        fallback,
+        failure_threshold=settings.breaker_failures,
+        reset_after_s=settings.breaker_reset_s,
+        primary_name=f"{settings.model_name}-{settings.model_precision}",
+    )
 
 
 def prepare_storage(settings: Settings, engine: Engine) -> None:
@@ -100,16 +129,19 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     engine = make_engine(settings.effective_database_url)
     prepare_storage(settings, engine)
-    classifier, error = load_classifier(settings)
     app.extensions["imgclass"] = Services(
         settings=settings,
         engine=engine,
         users=UserStore(engine),
         predictor=PredictionService(
-            classifier=classifier,
-            classifier_error=error,
+            models=build_model_chain(settings),
             recorder=Recorder(engine),
             max_image_pixels=settings.max_image_pixels,
+            cache=make_cache(
+                max_entries=settings.cache_entries,
+                ttl_s=settings.cache_ttl_s,
+                redis_url=settings.redis_url,
+            ),
         ),
     )
 

@@ -36,6 +36,26 @@ class Settings(BaseSettings):
     model_name: str = Field("efficientnet-lite0", description="model to serve")
     model_precision: Literal["fp32", "int8"] = Field("fp32", description="which export to serve")
 
+    fallback_precision: Literal["int8", "fp32", "none"] = Field(
+        "int8", description="export of the same weights that answers when the primary fails"
+    )
+    inference_timeout_s: float = Field(
+        5.0, ge=0, description="abandon a primary inference after this long (0: no limit)"
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="consecutive primary failures that open the circuit breaker"
+    )
+    breaker_reset_s: float = Field(
+        30.0, gt=0, description="seconds the breaker stays open before probing the primary"
+    )
+    cache_entries: int = Field(
+        4096, ge=0, description="in-process result cache size per worker (0: off)"
+    )
+    cache_ttl_s: float = Field(3600.0, gt=0, description="result cache entry lifetime")
+    redis_url: str | None = Field(
+        None, description="Redis URL for a result cache shared by all workers and replicas"
+    )
+
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="request body limit")
     max_image_pixels: int = Field(
         50_000_000, gt=0, description="width x height above which an image is refused"

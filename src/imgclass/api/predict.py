@@ -58,10 +58,11 @@ def predict():
         raise
 
     results = svc.predictor.predict(ctx, uploads, top_k)
-    info = svc.predictor.classifier.info
+    # The request's model: whoever answered the images that were not cached.
+    answered = next((r for r in results if not r.cached), results[0])
     return jsonify(
         request_id=ctx.request_id,
-        model={"name": info.name, "version": info.version},
+        model=_model_json(answered.model, answered.is_fallback),
         results=[
             {
                 "filename": r.filename,
@@ -70,10 +71,16 @@ def predict():
                     for p in r.predictions
                 ],
                 "time_ms": round(r.time_ms, 3),
+                "cached": r.cached,
+                "model": _model_json(r.model, r.is_fallback),
             }
             for r in results
         ],
     )
+
+
+def _model_json(info, is_fallback: bool) -> dict:
+    return {"name": info.name, "version": info.version, "fallback": is_fallback}
 
 
 def parse_top_k(raw: str | None, default: int) -> int:
