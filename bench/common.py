@@ -105,6 +105,8 @@ def served(workers: int | None = None, threads: int | None = None, **settings: s
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "IMGCLASS_DATA_DIR": tmp, "IMGCLASS_PORT": str(port)}
+        # wrk sends hundreds of requests a second from one address: lift the rate limits.
+        env.update(IMGCLASS_RATE_LIMIT_PER_IP="", IMGCLASS_RATE_LIMIT_PER_KEY="")
         env.update({f"IMGCLASS_{name}": value for name, value in settings.items()})
         env.setdefault("IMGCLASS_MODEL_DIR", str(REPO / "models"))
         if workers:

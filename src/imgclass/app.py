@@ -18,6 +18,8 @@ from sqlalchemy import Engine
 from imgclass.config import Settings
 from imgclass.errors import ModelUnavailable
 from imgclass.ops.cache import make_cache
+from imgclass.ops.limits import install_rate_limits
+from imgclass.ops.security import install_security
 from imgclass.service import PredictionService
 from imgclass.vision.classifier import OnnxClassifier, model_path
 from imgclass.vision.fallback import ModelChain
@@ -151,4 +153,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(predict.bp)
+
+    # Last: they wrap every blueprint registered above.
+    install_security(app, settings)
+    install_rate_limits(app, settings)
     return app

@@ -67,6 +67,19 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(True, description="run database migrations when the app starts")
     bootstrap_admin: bool = Field(True, description="create an admin user if there is none")
 
+    rate_limit_per_ip: str = Field(
+        "100/second", description="flask-limiter limit per client IP ('' turns it off)"
+    )
+    rate_limit_per_key: str = Field(
+        "100/second", description="flask-limiter limit per API key ('' turns it off)"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed to call the API from a browser"
+    )
+    proxy_hops: int = Field(
+        0, ge=0, le=5, description="trusted proxies in front (X-Forwarded-For hops to trust)"
+    )
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int | None = Field(None, ge=1, description="gunicorn workers; default: CPUs")
