@@ -19,6 +19,7 @@ from imgclass.config import Settings
 from imgclass.errors import ModelUnavailable
 from imgclass.ops.cache import make_cache
 from imgclass.ops.limits import install_rate_limits
+from imgclass.ops.privacy import IpPolicy, load_or_create_key
 from imgclass.ops.security import install_security
 from imgclass.service import PredictionService
 from imgclass.vision.classifier import OnnxClassifier, model_path
@@ -37,6 +38,7 @@ class Services:
     engine: Engine
     users: UserStore
     predictor: PredictionService
+    ip_policy: IpPolicy
 
 
 def services(app: Flask) -> Services:
@@ -85,6 +87,16 @@ def build_model_chain(settings: Settings) -> ModelChain:
         reset_after_s=settings.breaker_reset_s,
         primary_name=f"{settings.model_name}-{settings.model_precision}",
     )
+
+
+def build_ip_policy(settings: Settings) -> IpPolicy:
+    key = None
+    if settings.ip_storage == "hashed":
+        if settings.ip_hash_key:
+            key = settings.ip_hash_key.encode()
+        else:
+            key = load_or_create_key(settings.ip_hash_key_path)
+    return IpPolicy(settings.ip_storage, key)
 
 
 def prepare_storage(settings: Settings, engine: Engine) -> None:
@@ -145,6 +157,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                 redis_url=settings.redis_url,
             ),
         ),
+        ip_policy=build_ip_policy(settings),
     )
 
     from imgclass.api import errors, health, models, predict

@@ -80,6 +80,14 @@ class Settings(BaseSettings):
         0, ge=0, le=5, description="trusted proxies in front (X-Forwarded-For hops to trust)"
     )
 
+    ip_storage: Literal["full", "truncated", "hashed"] = Field(
+        "full", description="what the warehouse keeps of client addresses"
+    )
+    ip_hash_key: str | None = Field(
+        None, description="secret for hashed IPs; default: generated into <data_dir>/ip-hash-key"
+    )
+    log_format: Literal["json", "text"] = Field("json", description="log line format")
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int | None = Field(None, ge=1, description="gunicorn workers; default: CPUs")
@@ -104,6 +112,10 @@ class Settings(BaseSettings):
     @property
     def effective_workers(self) -> int:
         return self.workers or available_cpus()
+
+    @property
+    def ip_hash_key_path(self) -> Path:
+        return self.data_dir / "ip-hash-key"
 
     @property
     def admin_token_path(self) -> Path:

@@ -146,6 +146,6 @@ def _requester(user_id: int, username: str) -> Requester:
     return Requester(
         user_id=user_id,
         username=username,
-        ip_address=request.remote_addr or "unknown",
+        ip_address=services(current_app).ip_policy(request.remote_addr or "unknown"),
         user_agent=request.headers.get("User-Agent", "")[:512],
     )
