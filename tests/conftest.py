@@ -69,7 +69,10 @@ def coffee_jpeg(photos) -> bytes:
 
 @pytest.fixture
 def settings(tmp_path, model_dir) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model_dir=model_dir, database_url=None)
+    # No background drift thread: tests call DriftMonitor.update() when they need a report.
+    return Settings(
+        data_dir=tmp_path / "data", model_dir=model_dir, database_url=None, drift_interval_s=0
+    )
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import Flask
 from sqlalchemy import Engine
@@ -24,6 +25,9 @@ from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.recorder import Recorder
 from imgclass.warehouse.users import UserError, UserStore
 
+if TYPE_CHECKING:
+    from imgclass.ops.drift import DriftMonitor
+
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +37,7 @@ class Services:
     engine: Engine
     users: UserStore
     predictor: PredictionService
+    drift: DriftMonitor | None = None
 
 
 def services(app: Flask) -> Services:
@@ -113,10 +118,17 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
     )
 
-    from imgclass.api import errors, health, models, predict
+    from imgclass.ops.drift import DriftMonitor
+
+    app.extensions["imgclass"].drift = DriftMonitor(engine, settings)
+    # Background drift updates (per process; IMGCLASS_DRIFT_INTERVAL_S=0 turns them off).
+    app.extensions["imgclass"].drift.start()
+
+    from imgclass.api import drift, errors, health, models, predict
 
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(predict.bp)
+    app.register_blueprint(drift.bp)
     return app
