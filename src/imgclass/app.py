@@ -27,6 +27,7 @@ from imgclass.warehouse.users import UserError, UserStore
 
 if TYPE_CHECKING:
     from imgclass.ops.drift import DriftMonitor
+    from imgclass.ops.feedback import FeedbackService
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Services:
     users: UserStore
     predictor: PredictionService
     drift: DriftMonitor | None = None
+    feedback: FeedbackService | None = None
 
 
 def services(app: Flask) -> Services:
@@ -119,16 +121,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
 
     from imgclass.ops.drift import DriftMonitor
+    from imgclass.ops.feedback import FeedbackService
 
     app.extensions["imgclass"].drift = DriftMonitor(engine, settings)
+    app.extensions["imgclass"].feedback = FeedbackService(engine)
     # Background drift updates (per process; IMGCLASS_DRIFT_INTERVAL_S=0 turns them off).
     app.extensions["imgclass"].drift.start()
 
-    from imgclass.api import drift, errors, health, models, predict
+    from imgclass.api import drift, errors, feedback, health, models, predict
 
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(predict.bp)
     app.register_blueprint(drift.bp)
+    app.register_blueprint(feedback.bp)
     return app
