@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import Flask
 from sqlalchemy import Engine
@@ -29,6 +30,10 @@ from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.recorder import Recorder
 from imgclass.warehouse.users import UserError, UserStore
 
+if TYPE_CHECKING:
+    from imgclass.ops.drift import DriftMonitor
+    from imgclass.ops.feedback import FeedbackService
+
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +44,8 @@ class Services:
     users: UserStore
     predictor: PredictionService
     ip_policy: IpPolicy
+    drift: DriftMonitor | None = None
+    feedback: FeedbackService | None = None
 
 
 def services(app: Flask) -> Services:
@@ -160,12 +167,22 @@ def create_app(settings: Settings | None = None) -> Flask:
         ip_policy=build_ip_policy(settings),
     )
 
-    from imgclass.api import errors, health, models, predict
+    from imgclass.ops.drift import DriftMonitor
+    from imgclass.ops.feedback import FeedbackService
+
+    app.extensions["imgclass"].drift = DriftMonitor(engine, settings)
+    app.extensions["imgclass"].feedback = FeedbackService(engine)
+    # Background drift updates (per process; IMGCLASS_DRIFT_INTERVAL_S=0 turns them off).
+    app.extensions["imgclass"].drift.start()
+
+    from imgclass.api import drift, errors, feedback, health, models, predict
 
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(predict.bp)
+    app.register_blueprint(drift.bp)
+    app.register_blueprint(feedback.bp)
 
     # Last: they wrap every blueprint registered above.
     install_security(app, settings)

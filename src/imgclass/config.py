@@ -8,10 +8,11 @@ at ``os.environ`` itself.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -98,10 +99,52 @@ class Settings(BaseSettings):
     request_timeout_s: int = Field(60, ge=1, description="gunicorn worker timeout")
     log_level: str = "INFO"
 
+    # Drift: Population Stability Index of a recent window against a reference window.
+    drift_reference_events: int = Field(
+        1000, ge=1, le=100_000, description="reference = the first N successful events"
+    )
+    drift_reference_start: datetime | None = Field(
+        None, description="reference = events from this UTC time (with drift_reference_end)"
+    )
+    drift_reference_end: datetime | None = Field(
+        None, description="... up to (excluding) this UTC time; replaces the first-N reference"
+    )
+    drift_recent_events: int = Field(
+        500, ge=1, le=100_000, description="recent = the last M successful events"
+    )
+    drift_recent_minutes: int | None = Field(
+        None, ge=1, description="recent = events of the last T minutes (replaces the last M)"
+    )
+    drift_min_events: int = Field(
+        200, ge=1, description="fewer events in either window: no index, 'insufficient_data'"
+    )
+    drift_bins: int = Field(10, ge=2, le=50, description="quantile bins / top categories")
+    drift_threshold: float = Field(0.2, gt=0, description="PSI above this is significant drift")
+    drift_interval_s: float = Field(
+        60, ge=0, description="seconds between background drift updates; 0 = no background"
+    )
+
     @field_validator("data_dir", "model_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("drift_reference_start", "drift_reference_end")
+    @classmethod
+    def _naive_utc(cls, value: datetime | None) -> datetime | None:
+        # The warehouse stores naive UTC; a zoned time is converted, a naive one is UTC.
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    @model_validator(mode="after")
+    def _reference_range(self) -> Settings:
+        start, end = self.drift_reference_start, self.drift_reference_end
+        if (start is None) != (end is None):
+            raise ValueError("set both drift_reference_start and drift_reference_end, or neither")
+        if start is not None and end is not None and start >= end:
+            raise ValueError("drift_reference_start must be before drift_reference_end")
+        return self
 
     @property
     def effective_database_url(self) -> str:

@@ -9,7 +9,7 @@ import pytest
 from imgclass.app import create_app, services
 from imgclass.ops.cache import RedisCache
 from tests.api.test_predict import post_files
-from tests.conftest import fact_rows, jpeg_bytes
+from tests.conftest import fact_rows, jpeg_bytes, make_settings
 from tests.support.system import IN_CI
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -86,12 +86,7 @@ def redis_available():
 
 
 def make_app(tmp_path, model_dir, name: str, **overrides):
-    from imgclass.config import Settings
-
-    settings = Settings(
-        data_dir=tmp_path / name, model_dir=model_dir, database_url=None, **overrides
-    )
-    return create_app(settings)
+    return create_app(make_settings(tmp_path / name, model_dir, **overrides))
 
 
 def test_redis_cache_is_shared_between_processes_apps(redis_available, tmp_path, model_dir, photos):

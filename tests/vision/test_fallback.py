@@ -11,11 +11,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from imgclass.app import create_app, services
-from imgclass.config import Settings
 from imgclass.vision.classifier import model_path
 from imgclass.vision.export import MODEL_NAME
 from tests.api.test_predict import post_files
-from tests.conftest import CAT_CLASSES, fact_rows
+from tests.conftest import CAT_CLASSES, fact_rows, make_settings
 
 FAILURES = 2  # breaker threshold in these tests
 COOL_DOWN = 0.3  # seconds
@@ -39,10 +38,9 @@ def primary_file(models):
 
 
 def make_app(tmp_path, models, **overrides):
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        model_dir=models,
-        database_url=None,
+    settings = make_settings(
+        tmp_path / "data",
+        models,
         cache_entries=0,  # every request must reach the models
         breaker_failures=FAILURES,
         breaker_reset_s=COOL_DOWN,
