@@ -88,9 +88,9 @@ def test_restore_needs_force(env):
     engine.dispose()
     failed(run("backup", "restore", name), "exists; pass --force")
     assert request_ids(env / "imgclass.db")[-1] == "later"
-    restored = run("backup", "restore", name, "--force")
+    restored = run("backup", "restore", "latest", "--force")
     assert restored.exit_code == 0, restored.output
-    assert "integrity_check ok" in restored.output and "3 events" in restored.output
+    assert f"restored {name}" in restored.output and "3 events" in restored.output
     assert request_ids(env / "imgclass.db") == ["r0", "r1", "r2"]
 
 

@@ -6,6 +6,7 @@ failure is one line on stderr and exit status 1.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,11 @@ def _clear_errors() -> Iterator[None]:
         yield
     except BackupError as exc:
         raise click.ClickException(exc.message) from exc
+    except OSError as exc:  # disk full, permissions …: still one line, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise click.ClickException(f"{where}{exc.strerror or exc}") from exc
+    except sqlite3.Error as exc:
+        raise click.ClickException(f"SQLite: {exc}") from exc
 
 
 def _locate(backup: str | None, source: str | None) -> tuple[str | None, str | None]:
@@ -54,7 +60,7 @@ def _size(n: int) -> str:
 
 @click.group()
 def backup() -> None:
-    """Back up and restore the SQLite warehouse (online: the server may keep running)."""
+    """Back up the SQLite warehouse (while the server runs) and restore it (server stopped)."""
 
 
 @backup.command("create")
@@ -121,7 +127,7 @@ def backup_verify(backup_name, source) -> None:
 @click.option("--from", "source", metavar="DIR|s3://BUCKET/PREFIX", help=DEST_HELP)
 @click.option("--force", is_flag=True, help="replace the existing database (stop the server first)")
 def backup_restore(backup_name, source, force) -> None:
-    """Verify BACKUP and make it the warehouse database."""
+    """Verify BACKUP (a name from `list`, or `latest`) and make it the warehouse database."""
     name, source = _locate(backup_name, source)
     with _clear_errors():
         backups = _backups()

@@ -72,6 +72,7 @@ _MANIFEST_FILE = re.compile(r"^(imgclass-\d{8}T\d{6}\.\d{6}Z)\.json$")
 MANIFEST_SUFFIX = ".json"
 VERIFY_SUFFIX = ".verify.json"
 MAX_MANIFEST_BYTES = 1024 * 1024  # a real one is about 1 KB
+LATEST = "latest"  # accepted wherever a backup name is
 RECEIPT_FILE = "last-backup.json"  # in the data dir: this host's last successful backup
 
 
@@ -263,7 +264,7 @@ def check_against(path: Path, manifest: Manifest, what: str) -> None:
         )
 
 
-def _snapshot(engine: Engine, target: Path) -> None:
+def snapshot_database(engine: Engine, target: Path) -> None:
     """Copy the live database into ``target`` with the backup API, in one step."""
     raw = engine.raw_connection()
     try:
@@ -323,7 +324,7 @@ def create_backup(
         if store.exists(name + MANIFEST_SUFFIX):
             raise BackupError(f"a backup named {name} already exists in {store.description}")
         snapshot = Path(tmp) / "snapshot.db"
-        _snapshot(engine, snapshot)
+        snapshot_database(engine, snapshot)
         facts = inspect_database(snapshot, full=False)
         if facts.check != "ok":
             raise BackupCorrupt(
@@ -353,14 +354,16 @@ def create_backup(
     return manifest
 
 
-def backup_names(store: BackupStore) -> list[str]:
+def backup_names(store: BackupStore, objects: list[str] | None = None) -> list[str]:
     """Names of the complete backups in ``store`` (those with a manifest), oldest first."""
-    return sorted(m.group(1) for n in store.names() if (m := _MANIFEST_FILE.match(n)))
+    if objects is None:
+        objects = store.names()
+    return sorted(m.group(1) for n in objects if (m := _MANIFEST_FILE.match(n)))
 
 
 def load_manifest(store: BackupStore, name: str | None = None) -> Manifest:
-    """The manifest of backup ``name`` (the newest one when None)."""
-    if name is None:
+    """The manifest of backup ``name`` (the newest one when None or "latest")."""
+    if name is None or name.strip() == LATEST:
         names = backup_names(store)
         if not names:
             raise BackupNotFound(f"there are no backups in {store.description}")
@@ -397,9 +400,10 @@ def _verification(store: BackupStore, name: str) -> Verification | None:
 
 def list_backups(store: BackupStore) -> list[BackupEntry]:
     """Every complete backup, newest first, with its last verification."""
-    present = set(store.names())
+    objects = store.names()
+    present = set(objects)
     entries = []
-    for name in reversed(backup_names(store)):
+    for name in reversed(backup_names(store, objects)):
         try:
             manifest = load_manifest(store, name)
         except BackupCorrupt as exc:
@@ -552,12 +556,13 @@ def prune_backups(
     store: BackupStore, policy: RetentionPolicy, *, dry_run: bool = False
 ) -> PruneResult:
     """Delete the backups the retention policy does not keep (see backup_retention.py)."""
-    names = backup_names(store)
+    objects = store.names()
+    present = set(objects)
+    names = backup_names(store, objects)
     plan = plan_retention([(n, name_time(n)) for n in names], policy)
     kept = {n: why for n, why in plan.items() if why}
     doomed = [n for n in names if not plan[n]]
     if not dry_run:
-        present = set(store.names())
         for name in doomed:
             # Manifest first: an interrupted prune leaves no backup that lists but is gone.
             store.delete(name + MANIFEST_SUFFIX)
