@@ -157,6 +157,6 @@ def backup_prune(source, keep_last, keep_daily, keep_weekly, dry_run) -> None:
     for name, reasons in sorted(result.kept.items(), reverse=True):
         click.echo(f"kept {name} ({', '.join(reasons)})")
     click.echo(
-        f"{len(result.kept)} kept, {len(result.deleted)} {verb} "
+        f"{len(result.kept)} kept, {len(result.deleted)} {'to delete' if dry_run else 'deleted'} "
         f"(keep last {policy.keep_last}, daily {policy.keep_daily}, weekly {policy.keep_weekly})"
     )
