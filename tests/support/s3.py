@@ -1,7 +1,8 @@
 """A real S3-compatible HTTP server on loopback for tests: moto's server mode.
 
-boto3 talks to it over HTTP exactly as it talks to AWS or MinIO (signing, multipart
-uploads, error responses); only the storage behind it lives in memory.
+boto3 sends it the same signed HTTP requests it sends AWS or MinIO and gets S3's XML
+answers and error codes back; moto keeps the objects in memory and does not check
+signatures.
 """
 
 from __future__ import annotations
