@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from imgclass.cli_backup import backup as backup_commands
 from imgclass.config import Settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
@@ -36,6 +37,9 @@ def load_settings(**overrides) -> Settings:
 @click.version_option(package_name="imgclass")
 def main() -> None:
     """imgclass: image classification with a built-in analytics warehouse."""
+
+
+main.add_command(backup_commands)
 
 
 @main.command()

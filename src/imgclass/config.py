@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -123,6 +123,20 @@ class Settings(BaseSettings):
     drift_interval_s: float = Field(
         60, ge=0, description="seconds between background drift updates; 0 = no background"
     )
+    # Backups (warehouse/backup.py): where they go and how many are kept.
+    backup_destination: str | None = Field(
+        None, description="backup directory or s3://BUCKET/PREFIX; default <data_dir>/backups"
+    )
+    backup_compression: Literal["zstd", "gzip"] = Field("zstd", description="backup file format")
+    backup_keep_last: int = Field(7, ge=1, description="prune keeps the newest N backups")
+    backup_keep_daily: int = Field(7, ge=0, description="…and the newest of each of D days")
+    backup_keep_weekly: int = Field(4, ge=0, description="…and the newest of each of W weeks")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, Ceph…); default: AWS"
+    )
+    s3_region: str | None = Field(None, description="S3 region; default: boto3's own")
+    s3_access_key_id: str | None = Field(None, description="default: boto3's own (AWS_*)")
+    s3_secret_access_key: SecretStr | None = Field(None, description="default: boto3's own")
 
     @field_validator("data_dir", "model_dir")
     @classmethod
@@ -163,3 +177,11 @@ class Settings(BaseSettings):
     @property
     def admin_token_path(self) -> Path:
         return self.data_dir / "admin-token"
+
+    @property
+    def local_backup_dir(self) -> Path:
+        return self.data_dir / "backups"
+
+    @property
+    def effective_backup_destination(self) -> str:
+        return self.backup_destination or str(self.local_backup_dir)
