@@ -15,6 +15,9 @@ from imgclass.config import Settings
 from imgclass.vision.classifier import OnnxClassifier, model_path
 from imgclass.vision.export import MODEL_NAME, export_onnx
 
+# database_backend, database_url, db_engine, postgres_url, …: SQLite and PostgreSQL runs.
+pytest_plugins = ["tests.support.backends"]
+
 REPO = Path(__file__).resolve().parents[1]
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
@@ -68,8 +71,15 @@ def coffee_jpeg(photos) -> bytes:
 
 
 @pytest.fixture
-def settings(tmp_path, model_dir) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model_dir=model_dir, database_url=None)
+def settings(tmp_path, model_dir, database_backend, request) -> Settings:
+    # SQLite: the default file in the data dir; PostgreSQL: the test's fresh database.
+    url = request.getfixturevalue("database_url") if database_backend == "postgresql" else None
+    return Settings(
+        data_dir=tmp_path / "data",
+        model_dir=model_dir,
+        database_url=url,
+        analytics_database_url=None,
+    )
 
 
 @pytest.fixture
@@ -78,6 +88,7 @@ def app(settings):
     app.config["TESTING"] = True
     yield app
     services(app).engine.dispose()
+    services(app).analytics_engine.dispose()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from imgclass.cli_postgres import migrate_sqlite_to_postgres
 from imgclass.config import Settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
@@ -190,9 +191,12 @@ def db_upgrade() -> None:
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, **settings.engine_options)
     upgrade(engine)
     click.echo(f"database at revision {current_revision(engine)}")
+
+
+db.add_command(migrate_sqlite_to_postgres)
 
 
 @main.group()
@@ -207,7 +211,7 @@ def _user_store():
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, **settings.engine_options)
     upgrade(engine)
     return UserStore(engine)
 
