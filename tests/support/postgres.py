@@ -104,7 +104,8 @@ def _at_head(engine: Engine) -> bool:
         tables = set(
             conn.execute(
                 text(
-                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
                 )
             ).scalars()
         )
