@@ -1,6 +1,6 @@
 """``create_app(settings)``: build the services once, register blueprints and error handlers.
 
-Everything a request needs (engine, recorder, model chain, cache, user store) is built
+Everything a request needs (engines, recorder, model chain, cache, user store) is built
 here and kept in ``app.extensions["imgclass"]``; nothing on the request path
 opens connections, loads models or reads configuration.
 """
@@ -25,7 +25,7 @@ from imgclass.ops.security import install_security
 from imgclass.service import PredictionService
 from imgclass.vision.classifier import OnnxClassifier, model_path
 from imgclass.vision.fallback import ModelChain
-from imgclass.warehouse.db import make_engine
+from imgclass.warehouse.db import make_engine, same_database
 from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.recorder import Recorder
 from imgclass.warehouse.users import UserError, UserStore
@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class Services:
     settings: Settings
-    engine: Engine
+    engine: Engine  # the primary: every write
+    # Analytics reads: IMGCLASS_ANALYTICS_DATABASE_URL (a read replica), else the same engine.
+    analytics_engine: Engine
     users: UserStore
     predictor: PredictionService
     ip_policy: IpPolicy
@@ -141,6 +143,14 @@ def bootstrap_admin(settings: Settings, users: UserStore) -> str | None:
     return key
 
 
+def build_analytics_engine(settings: Settings, primary: Engine) -> Engine:
+    """The engine for analytics reads: the replica's, or the primary's own (one pool)."""
+    url = settings.effective_analytics_database_url
+    if same_database(url, settings.effective_database_url):
+        return primary
+    return make_engine(url, **settings.engine_options)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
     app = Flask(__name__, static_folder=None)
@@ -148,11 +158,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_FORM_PARTS"] = settings.max_files_per_request + 16
     app.json.sort_keys = False
 
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, **settings.engine_options)
     prepare_storage(settings, engine)
     app.extensions["imgclass"] = Services(
         settings=settings,
         engine=engine,
+        analytics_engine=build_analytics_engine(settings, engine),
         users=UserStore(engine),
         predictor=PredictionService(
             models=build_model_chain(settings),

@@ -34,6 +34,22 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: SQLite file <data_dir>/imgclass.db"
     )
+    analytics_database_url: str | None = Field(
+        None, description="SQLAlchemy URL for analytics reads (a read replica); default: primary"
+    )
+    db_pool_size: int = Field(5, ge=1, description="connections kept open per process (server DBs)")
+    db_max_overflow: int = Field(
+        10, ge=0, description="extra connections a process may open beyond the pool under load"
+    )
+    db_pool_timeout_s: float = Field(
+        30.0, gt=0, description="wait this long for a free pooled connection, then fail"
+    )
+    db_pool_recycle_s: int = Field(
+        1800, ge=-1, description="replace pooled connections older than this (-1: never)"
+    )
+    db_pool_pre_ping: bool = Field(
+        True, description="test a pooled connection before use (survives server restarts)"
+    )
     model_name: str = Field("efficientnet-lite0", description="model to serve")
     model_precision: Literal["fp32", "int8"] = Field("fp32", description="which export to serve")
 
@@ -165,6 +181,21 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'imgclass.db'}"
+
+    @property
+    def effective_analytics_database_url(self) -> str:
+        return self.analytics_database_url or self.effective_database_url
+
+    @property
+    def engine_options(self) -> dict:
+        """Keyword arguments for ``warehouse.db.make_engine``: the connection pool settings."""
+        return {
+            "pool_size": self.db_pool_size,
+            "max_overflow": self.db_max_overflow,
+            "pool_timeout_s": self.db_pool_timeout_s,
+            "pool_recycle_s": self.db_pool_recycle_s,
+            "pool_pre_ping": self.db_pool_pre_ping,
+        }
 
     @property
     def effective_workers(self) -> int:

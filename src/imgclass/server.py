@@ -46,7 +46,7 @@ class ImgclassServer(BaseApplication):
 
 
 def serve(settings: Settings) -> None:
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, **settings.engine_options)
     prepare_storage(settings, engine)
     engine.dispose()
     ImgclassServer(settings).run()
