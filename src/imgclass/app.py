@@ -55,7 +55,7 @@ def load_classifier(
         log.error("%s", message)
         return None, message
     try:
-        return OnnxClassifier(path, threads=settings.inference_threads), None
+        return OnnxClassifier(path, threads=settings.effective_inference_threads), None
     except ModelUnavailable as exc:
         log.error("%s", exc.message)
         return None, exc.message

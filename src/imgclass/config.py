@@ -7,20 +7,18 @@ at ``os.environ`` itself.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from imgclass.ops import cpus as _cpus
+
 
 def available_cpus() -> int:
-    """CPUs this process may run on (affinity-aware), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    """Whole CPUs this process may use: affinity capped by the cgroup CPU quota, at least 1."""
+    return _cpus.available_cpus()
 
 
 class Settings(BaseSettings):
@@ -69,10 +67,13 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Unset: derived from the CPUs this process may use (ops/cpus.py: plan()).
     workers: int | None = Field(None, ge=1, description="gunicorn workers; default: CPUs")
-    threads: int = Field(4, ge=1, description="threads per gunicorn worker")
-    inference_threads: int = Field(
-        1, ge=1, description="ONNX Runtime intra-op threads per worker process"
+    threads: int | None = Field(
+        None, ge=1, description="threads per gunicorn worker; default: inference threads + 3"
+    )
+    inference_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime intra-op threads per worker; default: CPUs/workers"
     )
     request_timeout_s: int = Field(60, ge=1, description="gunicorn worker timeout")
     log_level: str = "INFO"
@@ -89,8 +90,26 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.data_dir / 'imgclass.db'}"
 
     @property
+    def cpu_plan(self) -> _cpus.CpuPlan:
+        """Workers, threads and inference threads: the settings given, the rest from the CPUs."""
+        return _cpus.plan(
+            available_cpus(),
+            workers=self.workers,
+            threads=self.threads,
+            inference_threads=self.inference_threads,
+        )
+
+    @property
     def effective_workers(self) -> int:
-        return self.workers or available_cpus()
+        return self.cpu_plan.workers
+
+    @property
+    def effective_threads(self) -> int:
+        return self.cpu_plan.threads
+
+    @property
+    def effective_inference_threads(self) -> int:
+        return self.cpu_plan.inference_threads
 
     @property
     def admin_token_path(self) -> Path:
