@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 from sqlalchemy import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from imgclass.config import Settings
 from imgclass.errors import ModelUnavailable
@@ -95,18 +96,26 @@ def prepare_storage(settings: Settings, engine: Engine) -> None:
 
 
 def bootstrap_admin(settings: Settings, users: UserStore) -> str | None:
-    """Create an admin if there is none; print its key once and save it (mode 0600)."""
+    """Create an admin if there is none; print its key once and save it (mode 0600).
+
+    With ``IMGCLASS_ADMIN_KEY`` the admin gets that key, which is neither printed nor
+    saved: the operator already has it (replicas with throwaway disks, a secret store).
+    """
     if users.has_active_admin():
         return None
+    given = settings.admin_key.get_secret_value() if settings.admin_key else None
     for name in ("admin", "admin-" + os.urandom(3).hex()):
         try:
-            _account, key = users.add(name, admin=True)
+            _account, key = users.add(name, admin=True, key=given)
             break
         except UserError:
             if users.has_active_admin():  # another process won the race
                 return None
     else:  # pragma: no cover - two random names both taken
         raise RuntimeError("could not create an admin user")
+    if given:
+        log.info("created admin user %r with the key from IMGCLASS_ADMIN_KEY", name)
+        return None
     path = settings.admin_token_path
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -126,6 +135,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.config["MAX_FORM_PARTS"] = settings.max_files_per_request + 16
     app.json.sort_keys = False
+    if settings.trusted_proxies:
+        # Behind nginx or an Ingress the peer is the proxy: the client's address (recorded in
+        # user_dim) is the last hop each trusted proxy appended to X-Forwarded-For.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
     engine = make_engine(settings.effective_database_url)
     prepare_storage(settings, engine)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imgclass.ops import cpus as _cpus
@@ -62,8 +62,20 @@ class Settings(BaseSettings):
     default_top_k: int = Field(5, ge=1, le=20)
 
     require_auth: bool = Field(False, description="refuse anonymous predict requests")
+    trusted_proxies: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="reverse proxies in front (nginx, an Ingress) whose X-Forwarded-For/-Proto "
+        "are believed; 0 trusts none, so a client cannot forge its address",
+    )
     auto_migrate: bool = Field(True, description="run database migrations when the app starts")
     bootstrap_admin: bool = Field(True, description="create an admin user if there is none")
+    admin_key: SecretStr | None = Field(
+        None,
+        description="API key for the first admin (from a secret store); unset: a random key, "
+        "printed once and saved to <data_dir>/admin-token",
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -82,6 +94,17 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("admin_key")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
+        key = value.get_secret_value() if value is not None else None
+        if key is not None and (len(key) < 32 or any(c.isspace() for c in key)):
+            raise ValueError(
+                "the admin key must be at least 32 characters without spaces; make one with "
+                "python -c 'import secrets; print(\"imgc_\" + secrets.token_urlsafe(32))'"
+            )
+        return value
 
     @property
     def effective_database_url(self) -> str:
