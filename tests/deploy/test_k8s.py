@@ -10,6 +10,7 @@ import subprocess
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from imgclass.config import Settings
 from imgclass.ops.cpus import plan
@@ -142,6 +143,13 @@ def test_referenced_secret_keys_and_config_exist(rendered):
     assert {"IMGCLASS_DATABASE_URL", "IMGCLASS_ADMIN_KEY"} <= server_env
 
 
+def test_the_placeholder_admin_key_cannot_be_deployed(rendered):
+    _overlay, resources = rendered
+    placeholder = resources[("Secret", "imgclass-secrets")]["stringData"]["IMGCLASS_ADMIN_KEY"]
+    with pytest.raises(ValidationError, match="admin key"):
+        Settings(admin_key=placeholder)
+
+
 def test_config_holds_real_settings_consistent_with_the_ingress(rendered):
     _overlay, resources = rendered
     config = one(resources, "ConfigMap")["data"]
@@ -221,7 +229,9 @@ def test_postgres_and_redis_are_external_services(rendered):
     for name in ("postgres", "redis"):
         service = resources[("Service", name)]
         assert service["spec"]["type"] == "ExternalName"
-        assert not service["spec"]["externalName"].endswith("example.com.")
+        assert re.fullmatch(
+            r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9-]+)+", service["spec"]["externalName"]
+        )
     config = one(resources, "ConfigMap")["data"]
     secret = resources[("Secret", "imgclass-secrets")]["stringData"]
     assert config["IMGCLASS_REDIS_URL"].startswith("redis://redis:6379/")
