@@ -68,7 +68,7 @@ def load_classifier(
         log.error("%s", message)
         return None, message
     try:
-        return OnnxClassifier(path, threads=settings.inference_threads), None
+        return OnnxClassifier(path, threads=settings.effective_inference_threads), None
     except ModelUnavailable as exc:
         log.error("%s", exc.message)
         return None, exc.message
@@ -118,18 +118,26 @@ def prepare_storage(settings: Settings, engine: Engine) -> None:
 
 
 def bootstrap_admin(settings: Settings, users: UserStore) -> str | None:
-    """Create an admin if there is none; print its key once and save it (mode 0600)."""
+    """Create an admin if there is none; print its key once and save it (mode 0600).
+
+    With ``IMGCLASS_ADMIN_KEY`` the admin gets that key, which is neither printed nor
+    saved: the operator already has it (replicas with throwaway disks, a secret store).
+    """
     if users.has_active_admin():
         return None
+    given = settings.admin_key.get_secret_value() if settings.admin_key else None
     for name in ("admin", "admin-" + os.urandom(3).hex()):
         try:
-            _account, key = users.add(name, admin=True)
+            _account, key = users.add(name, admin=True, key=given)
             break
         except UserError:
             if users.has_active_admin():  # another process won the race
                 return None
     else:  # pragma: no cover - two random names both taken
         raise RuntimeError("could not create an admin user")
+    if given:
+        log.info("created admin user %r with the key from IMGCLASS_ADMIN_KEY", name)
+        return None
     path = settings.admin_token_path
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

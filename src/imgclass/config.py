@@ -7,7 +7,6 @@ at ``os.environ`` itself.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -15,13 +14,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from imgclass.ops import cpus as _cpus
+
 
 def available_cpus() -> int:
-    """CPUs this process may run on (affinity-aware), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    """Whole CPUs this process may use: affinity capped by the cgroup CPU quota, at least 1."""
+    return _cpus.available_cpus()
 
 
 class Settings(BaseSettings):
@@ -81,8 +79,20 @@ class Settings(BaseSettings):
     default_top_k: int = Field(5, ge=1, le=20)
 
     require_auth: bool = Field(False, description="refuse anonymous predict requests")
+    trusted_proxies: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="reverse proxies in front (nginx, an Ingress) whose X-Forwarded-For/-Proto "
+        "are believed; 0 trusts none, so a client cannot forge its address",
+    )
     auto_migrate: bool = Field(True, description="run database migrations when the app starts")
     bootstrap_admin: bool = Field(True, description="create an admin user if there is none")
+    admin_key: SecretStr | None = Field(
+        None,
+        description="API key for the first admin (from a secret store); unset: a random key, "
+        "printed once and saved to <data_dir>/admin-token",
+    )
 
     rate_limit_per_ip: str = Field(
         "100/second", description="flask-limiter limit per client IP ('' turns it off)"
@@ -92,9 +102,6 @@ class Settings(BaseSettings):
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed to call the API from a browser"
-    )
-    proxy_hops: int = Field(
-        0, ge=0, le=5, description="trusted proxies in front (X-Forwarded-For hops to trust)"
     )
 
     ip_storage: Literal["full", "truncated", "hashed"] = Field(
@@ -107,10 +114,13 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Unset: derived from the CPUs this process may use (ops/cpus.py: plan()).
     workers: int | None = Field(None, ge=1, description="gunicorn workers; default: CPUs")
-    threads: int = Field(4, ge=1, description="threads per gunicorn worker")
-    inference_threads: int = Field(
-        1, ge=1, description="ONNX Runtime intra-op threads per worker process"
+    threads: int | None = Field(
+        None, ge=1, description="threads per gunicorn worker; default: inference threads + 3"
+    )
+    inference_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime intra-op threads per worker; default: CPUs/workers"
     )
     request_timeout_s: int = Field(60, ge=1, description="gunicorn worker timeout")
     log_level: str = "INFO"
@@ -176,6 +186,17 @@ class Settings(BaseSettings):
             raise ValueError("drift_reference_start must be before drift_reference_end")
         return self
 
+    @field_validator("admin_key")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
+        key = value.get_secret_value() if value is not None else None
+        if key is not None and (len(key) < 32 or any(c.isspace() for c in key)):
+            raise ValueError(
+                "the admin key must be at least 32 characters without spaces; make one with "
+                "python -c 'import secrets; print(\"imgc_\" + secrets.token_urlsafe(32))'"
+            )
+        return value
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
@@ -198,8 +219,26 @@ class Settings(BaseSettings):
         }
 
     @property
+    def cpu_plan(self) -> _cpus.CpuPlan:
+        """Workers, threads and inference threads: the settings given, the rest from the CPUs."""
+        return _cpus.plan(
+            available_cpus(),
+            workers=self.workers,
+            threads=self.threads,
+            inference_threads=self.inference_threads,
+        )
+
+    @property
     def effective_workers(self) -> int:
-        return self.workers or available_cpus()
+        return self.cpu_plan.workers
+
+    @property
+    def effective_threads(self) -> int:
+        return self.cpu_plan.threads
+
+    @property
+    def effective_inference_threads(self) -> int:
+        return self.cpu_plan.inference_threads
 
     @property
     def ip_hash_key_path(self) -> Path:

@@ -6,11 +6,15 @@ forking, so workers start with ready storage and never race each other on it.
 
 from __future__ import annotations
 
+import logging
+
 from gunicorn.app.base import BaseApplication
 
 from imgclass.app import create_app, prepare_storage
 from imgclass.config import Settings
 from imgclass.warehouse.db import make_engine
+
+log = logging.getLogger(__name__)
 
 
 class ImgclassServer(BaseApplication):
@@ -20,10 +24,11 @@ class ImgclassServer(BaseApplication):
 
     def load_config(self) -> None:
         s = self.settings
+        cpu = s.cpu_plan
         options = {
             "bind": f"{s.host}:{s.port}",
-            "workers": s.effective_workers,
-            "threads": s.threads,
+            "workers": cpu.workers,
+            "threads": cpu.threads,
             "worker_class": "gthread",
             "timeout": s.request_timeout_s,
             "graceful_timeout": 30,
@@ -49,4 +54,12 @@ def serve(settings: Settings) -> None:
     engine = make_engine(settings.effective_database_url, **settings.engine_options)
     prepare_storage(settings, engine)
     engine.dispose()
+    cpu = settings.cpu_plan
+    log.info(
+        "sizing for %d CPUs: %d workers x %d threads, %d inference threads each",
+        cpu.cpus,
+        cpu.workers,
+        cpu.threads,
+        cpu.inference_threads,
+    )
     ImgclassServer(settings).run()
