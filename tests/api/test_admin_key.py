@@ -7,12 +7,13 @@ from pydantic import ValidationError
 
 from imgclass.app import create_app, services
 from imgclass.config import Settings
+from tests.conftest import make_settings
 
 KEY = "imgc_" + "k" * 40
 
 
 def with_key(settings: Settings) -> Settings:
-    return Settings(data_dir=settings.data_dir, model_dir=settings.model_dir, admin_key=KEY)
+    return make_settings(settings.data_dir, settings.model_dir, admin_key=KEY)
 
 
 def test_the_given_key_is_the_admins_and_is_not_written_anywhere(settings, capfd):

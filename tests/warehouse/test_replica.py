@@ -11,10 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from imgclass.app import create_app, services
-from imgclass.config import Settings
 from imgclass.warehouse.health import check_writable
 from imgclass.warehouse.recorder import Event, Recorder, Requester
 from imgclass.warehouse.summary import requests_per_class
+from tests.conftest import make_settings
 from tests.support.pgcluster import primary_and_replica, wait_for_replay
 
 READ_ONLY_TRANSACTION = "25006"  # SQLSTATE read_only_sql_transaction
@@ -34,9 +34,9 @@ def test_analytics_reads_come_from_a_streaming_replica(tmp_path, model_dir, cat_
     with primary_and_replica() as (primary, replica):
         with primary.connect() as conn:
             conn.execute("CREATE DATABASE imgclass")
-        settings = Settings(
-            data_dir=tmp_path / "data",
-            model_dir=model_dir,
+        settings = make_settings(
+            tmp_path / "data",
+            model_dir,
             database_url=primary.url("imgclass"),
             analytics_database_url=replica.url("imgclass"),
         )
