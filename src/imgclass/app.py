@@ -119,4 +119,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(predict.bp)
+
+    from imgclass.web import pages
+
+    app.register_blueprint(pages.bp)
     return app
