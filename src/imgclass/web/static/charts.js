@@ -158,8 +158,8 @@ export function doughnut(canvas, labels, values, colors = PALETTE) {
       datasets: [{ data: values, backgroundColor: labels.map((_, i) => colors[i % colors.length]), borderWidth: 2 }],
     },
     options: {
-      cutout: "62%",
-      plugins: { legend: { position: "right" } },
+      cutout: "60%",
+      plugins: { legend: { position: "bottom" } },
     },
   });
 }
