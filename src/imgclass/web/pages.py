@@ -8,11 +8,14 @@ every HTML response.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from flask import Blueprint, current_app, render_template
 
 from imgclass.app import services
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint(
     "web",
@@ -59,12 +62,17 @@ def upload():
     )
 
 
+_warned = False
+
+
 @bp.get("/dashboard")
 def dashboard():
+    global _warned
     available = chart_js_available()
-    if not available:
-        current_app.logger.warning(
-            "dashboard served without charts: %s is missing (run `make install`)",
+    if not available and not _warned:
+        _warned = True  # once per process, not per page view
+        log.warning(
+            "the dashboard is served without charts: %s is missing (run `make install`)",
             STATIC / CHART_JS,
         )
     return render_template(
