@@ -17,6 +17,7 @@ from sqlalchemy import Engine, Table, and_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from imgclass.warehouse.concepts import class_label
 from imgclass.warehouse.db import WRITE
 from imgclass.warehouse.schema import (
     NONE_KEY,
@@ -223,7 +224,11 @@ class Recorder:
                 class_dim,
                 "class_key",
                 {"class_id": cls.class_id},
-                {"class_name": cls.class_name[:128], "wnid": cls.wnid},
+                {
+                    "class_name": cls.class_name[:128],
+                    "wnid": cls.wnid,
+                    "label": class_label(cls.class_id, cls.class_name),
+                },
             ),
         )
 
