@@ -113,12 +113,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
     )
 
-    from imgclass.api import errors, health, models, predict
+    from imgclass.api import analytics, errors, health, models, predict
 
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(predict.bp)
+    app.register_blueprint(analytics.bp)
 
     from imgclass.web import pages
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from imgclass import cli_analytics
 from imgclass.config import Settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
@@ -257,6 +258,9 @@ def users_revoke(name) -> None:
     except UserError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"revoked {account.username!r}")
+
+
+main.add_command(cli_analytics.stats), main.add_command(cli_analytics.demo)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, Table, and_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from imgclass.warehouse.concepts import class_label
 from imgclass.warehouse.db import WRITE
 from imgclass.warehouse.schema import (
     NONE_KEY,
@@ -30,6 +31,7 @@ from imgclass.warehouse.schema import (
 
 MAX_FILENAME = 255
 MAX_USER_AGENT = 512
+BULK_CHUNK = 500  # image ids per IN (...) list in record_batch
 
 
 @dataclass(frozen=True)
@@ -113,14 +115,41 @@ class Recorder:
                 conn.execute(api_event_fact.insert(), rows)
         self._cache.update(learned)
 
+    def record_batch(self, events: Sequence[Event]) -> list[int]:
+        """Write many events in one transaction; returns their event ids, in order.
+
+        The same rows as ``record``, for bulk loads (demo data, imports): image keys are
+        looked up and inserted a few hundred at a time instead of one by one, and the
+        facts go in as one multi-row insert.
+        """
+        if not events:
+            return []
+        learned: dict[tuple, int] = {}
+        with self.engine.connect() as conn:
+            conn.execution_options(**WRITE)
+            with conn.begin():
+                images = self._image_keys(conn, [event.image for event in events])
+                rows = [
+                    self._fact_row(conn, event, learned, image_key=key)
+                    for event, key in zip(events, images, strict=True)
+                ]
+                insert = api_event_fact.insert().returning(
+                    api_event_fact.c.event_id, sort_by_parameter_order=True
+                )
+                ids = list(conn.execute(insert, rows).scalars())
+        self._cache.update(learned)
+        return ids
+
     # -- facts -------------------------------------------------------------
 
-    def _fact_row(self, conn: Connection, event: Event, learned: dict) -> dict:
+    def _fact_row(
+        self, conn: Connection, event: Event, learned: dict, image_key: int | None = None
+    ) -> dict:
         return {
             "request_id": event.request_id,
             "timestamp_key": self._time_key(conn, event.event_time, learned),
             "user_key": self._user_key(conn, event.requester, learned),
-            "image_key": self._image_key(conn, event.image),
+            "image_key": self._image_key(conn, event.image) if image_key is None else image_key,
             "class_key": self._class_key(conn, event.predicted, learned),
             "model_key": self._model_key(conn, event.model, learned),
             "event_time": event.event_time,
@@ -212,6 +241,46 @@ class Recorder:
         }
         return self._get_or_create(conn, image_dim, "image_key", natural, extra)
 
+    def _image_keys(self, conn: Connection, images: Sequence[ImageFacts | None]) -> list[int]:
+        """Keys of many images: existing rows looked up, missing ones inserted, in chunks."""
+        wanted = {(i.sha256, i.filename[:MAX_FILENAME]): i for i in images if i is not None}
+        found: dict[tuple[str, str], int] = {}
+
+        def look_up(keys: list[tuple[str, str]]) -> None:
+            for start in range(0, len(keys), BULK_CHUNK):
+                shas = {sha for sha, _ in keys[start : start + BULK_CHUNK]}
+                rows = conn.execute(
+                    select(
+                        image_dim.c.image_key, image_dim.c.image_id, image_dim.c.image_filename
+                    ).where(image_dim.c.image_id.in_(shas))
+                )
+                for key, sha, name in rows:
+                    if (sha, name) in wanted:
+                        found[(sha, name)] = key
+
+        look_up(list(wanted))
+        missing = [natural for natural in wanted if natural not in found]
+        if missing:
+            conn.execute(
+                self._insert(image_dim).on_conflict_do_nothing(),
+                [
+                    {
+                        "image_id": sha,
+                        "image_filename": name,
+                        "width": wanted[(sha, name)].width,
+                        "height": wanted[(sha, name)].height,
+                        "format": wanted[(sha, name)].format,
+                        "bytes": wanted[(sha, name)].n_bytes,
+                        "brightness": wanted[(sha, name)].brightness,
+                    }
+                    for sha, name in missing
+                ],
+            )
+            look_up(missing)
+        return [
+            NONE_KEY if i is None else found[(i.sha256, i.filename[:MAX_FILENAME])] for i in images
+        ]
+
     def _class_key(self, conn: Connection, cls: ClassFacts | None, learned: dict) -> int:
         if cls is None:
             return NONE_KEY
@@ -223,7 +292,11 @@ class Recorder:
                 class_dim,
                 "class_key",
                 {"class_id": cls.class_id},
-                {"class_name": cls.class_name[:128], "wnid": cls.wnid},
+                {
+                    "class_name": cls.class_name[:128],
+                    "wnid": cls.wnid,
+                    "label": class_label(cls.class_id, cls.class_name),
+                },
             ),
         )
 

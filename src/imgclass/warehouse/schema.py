@@ -6,6 +6,7 @@
                     ├─ class_dim  (ImageNet class)
                     └─ model_dim  (which model answered)
     prediction_feedback ── api_event_fact  (ground truth: the true class of an event)
+    class_dim ── class_concept ── concept_dim  (snowflake: WordNet hypernyms of each class)
 
 One fact row per classified image; a failed request is a fact too, pointing at
 the special "none" members of image_dim/class_dim/model_dim (key 0) rather
@@ -94,6 +95,8 @@ class_dim = Table(
     Column("class_id", Integer, nullable=False, unique=True),  # ImageNet index; -1 = none
     Column("class_name", String(128), nullable=False),
     Column("wnid", String(16)),  # WordNet synset id
+    # Short, unique, comma-free name for analytics filters: "tabby", "Persian_cat" (0003).
+    Column("label", String(128), nullable=False, server_default=""),
 )
 
 model_dim = Table(
@@ -142,6 +145,31 @@ prediction_feedback = Table(
     Column("is_correct", Boolean, nullable=False),  # true class == predicted class
     Column("user_id", Integer, nullable=False),  # api_user.user_id of who gave it; 0 = anonymous
     Column("created_at", DateTime, nullable=False),
+)
+
+concept_dim = Table(
+    "concept_dim",
+    metadata,
+    # A WordNet noun synset on the hypernym path of some ImageNet class (0003).
+    Column("concept_key", Integer, primary_key=True, autoincrement=False),
+    Column("wnid", String(16), nullable=False, unique=True),
+    Column("name", String(128), nullable=False),  # first lemma: "domestic_cat"
+    Column("depth", SmallInteger, nullable=False),  # 0 = top category (animal, artifact…)
+    Column("parent_key", Integer, ForeignKey("concept_dim.concept_key")),
+)
+
+class_concept = Table(
+    "class_concept",
+    metadata,
+    # One row per ImageNet class and depth 0..max: the class's ancestor at that depth.
+    # Below the class's own depth the row points at the class's own concept, so that
+    # grouping by the concept at depth N counts every class exactly once.
+    # Keyed by class_id (the ImageNet index), not class_key: it is filled by the
+    # migration, before and independently of the class_dim rows the recorder creates.
+    Column("class_id", Integer, primary_key=True, autoincrement=False),
+    Column("depth", SmallInteger, primary_key=True, autoincrement=False),
+    Column("concept_key", Integer, ForeignKey("concept_dim.concept_key"), nullable=False),
+    Index("ix_class_concept_concept_key", "concept_key"),
 )
 
 api_user = Table(
