@@ -59,7 +59,9 @@ export function clear(canvas) {
   if (existing) existing.destroy();
 }
 
-const numberTicks = { precision: 0 };
+const compact = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 });
+// Whole numbers only, "12K" rather than "12,000" so that axis labels never need rotating.
+const numberTicks = { precision: 0, maxRotation: 0, callback: (value) => compact.format(value) };
 
 /** Vertical bars over time; ``series`` is [{label, data, color}], stacked. */
 export function timeBars(canvas, labels, series) {

@@ -256,9 +256,10 @@ async function refresh() {
       { ...filters, grain, measures: "requests,errors,p50_time_ms,p95_time_ms,p99_time_ms" },
       signal,
     ),
+    // Successful requests only: a failed one has no class (its class is "none").
     classes: api(
       "/cube",
-      { ...filters, group_by: "class", measures: "requests,avg_confidence", order: "-requests", limit: TOP_CLASSES },
+      { ...filters, status: "2xx", group_by: "class", measures: "requests", order: "-requests", limit: TOP_CLASSES },
       signal,
     ),
     events: api("/events", { ...filters, limit: EVENTS_LIMIT }, signal),
@@ -279,7 +280,7 @@ async function refresh() {
 
   const renderers = {
     summary: (body) => renderSummary(body),
-    series: (body) => renderSeries(body, grain),
+    series: (body) => renderSeries(body, grain, span),
     classes: (body) => renderClasses(body),
     events: (body) => renderEvents(body),
     concepts: (body) => renderConcepts(body),
@@ -314,10 +315,15 @@ function panelEmpty(panelId, empty) {
   show(panel.querySelector(".empty"), empty);
 }
 
+/** Warehouse labels are WordNet-style ("curly-coated_retriever"): show them with spaces. */
+function pretty(name) {
+  if (name === null || name === undefined) return "–";
+  return String(name).replaceAll("_", " ");
+}
+
 function shortLabel(name) {
-  if (name === null || name === undefined) return "(none)";
-  const first = String(name).split(", ")[0];
-  return first.length > 28 ? `${first.slice(0, 27)}…` : first;
+  const text = pretty(name);
+  return text.length > 28 ? `${text.slice(0, 27)}…` : text;
 }
 
 function renderSummary(body) {
@@ -367,15 +373,58 @@ function renderSummary(body) {
   );
 }
 
-function renderSeries(body, grain) {
-  const rows = body.rows || [];
+const STEP_MS = { minute: 60e3, hour: 3600e3, day: 86400e3 };
+
+/** Bucket label as the API writes it: 2026-11-24T22:05, 2026-11-24T22:00, 2026-11-24. */
+function bucketKey(ms, grain) {
+  const iso = new Date(ms).toISOString();
+  if (grain === "minute") return iso.slice(0, 16);
+  if (grain === "hour") return `${iso.slice(0, 13)}:00`;
+  return iso.slice(0, 10);
+}
+
+function bucketStart(key, grain) {
+  return Date.parse(grain === "day" ? `${key}T00:00:00Z` : `${key}:00Z`);
+}
+
+/**
+ * The API returns only buckets that have events; put the empty ones back so that the time
+ * axis is linear (minute, hour and day grains, within the window, at most MAX_BUCKETS).
+ * Falls back to the rows as they came if any of them does not land on a generated bucket.
+ */
+function fillGaps(rows, grain, span) {
+  const step = STEP_MS[grain];
+  if (!step || rows.length === 0) return rows;
+  const { from, to } = window_();
+  let start = bucketStart(rows[0].time, grain);
+  let end = bucketStart(rows[rows.length - 1].time, grain);
+  if (span !== null && from) start = Math.min(start, Math.floor(Date.parse(`${from}${from.length === 10 ? "T00:00:00" : ""}Z`) / step) * step);
+  if (span !== null) {
+    const last = to ? Date.parse(`${to}T00:00:00Z`) + 86400e3 - 1 : Date.now();
+    end = Math.max(end, Math.floor(last / step) * step);
+  }
+  if (!Number.isFinite(start) || !Number.isFinite(end) || (end - start) / step > MAX_BUCKETS) return rows;
+  const byKey = new Map(rows.map((r) => [r.time, r]));
+  const filled = [];
+  let placed = 0;
+  for (let t = start; t <= end; t += step) {
+    const key = bucketKey(t, grain);
+    const row = byKey.get(key);
+    if (row) placed += 1;
+    filled.push(row || { time: key, requests: 0, errors: 0, p50_time_ms: null, p95_time_ms: null, p99_time_ms: null });
+  }
+  return placed === rows.length ? filled : rows;
+}
+
+function renderSeries(body, grain, span) {
+  const rows = fillGaps(body.rows || [], grain, span);
   const labels = rows.map((r) => timeLabel(r.time, grain));
   const chosen = state.grain === grain ? "" : ` (raised from ${state.grain}: too many points)`;
   for (const panel of ["panel-requests", "panel-latency"]) {
     $(panel).querySelector("[data-caption]").textContent = `per ${grain}, UTC${chosen}`;
     panelEmpty(panel, rows.length === 0);
   }
-  const hasErrors = rows.length > 0 && rows[0].errors !== undefined;
+  const hasErrors = (body.measures || []).includes("errors");
   const series = hasErrors
     ? [
         { label: "Succeeded", data: rows.map((r) => r.requests - (r.errors || 0)), color: COLORS.accent },
@@ -409,7 +458,7 @@ function timeLabel(value, grain) {
 }
 
 function renderClasses(body) {
-  const rows = (body.rows || []).filter((r) => r.class !== null && r.class !== undefined);
+  const rows = body.rows || [];
   panelEmpty("panel-classes", rows.length === 0);
   fill($("classes-list"), rows.map((r) => h("option", { value: r.class })));
   charts.rankBars(
@@ -417,7 +466,7 @@ function renderClasses(body) {
     rows.map((r) => shortLabel(r.class)),
     rows.map((r) => r.requests),
     {
-      titles: rows.map((r) => r.class),
+      titles: rows.map((r) => pretty(r.class)),
       onPick: (i) => setFilter("class", rows[i].class),
     },
   );
@@ -432,7 +481,7 @@ function renderConcepts(body) {
   ];
   path.forEach((node, i) => {
     const last = i === path.length - 1;
-    const name = typeof node === "string" ? node : node.name;
+    const name = pretty(typeof node === "string" ? node : node.name);
     const id = typeof node === "string" ? node : node.wnid || node.name;
     crumbs.push(h("span", { class: "sep", "aria-hidden": "true" }, "›"));
     crumbs.push(
@@ -444,11 +493,9 @@ function renderConcepts(body) {
     );
   });
   fill($("concept-path"), crumbs);
-  if (path.length) {
-    const tail = path[path.length - 1];
-    conceptName = typeof tail === "string" ? tail : tail.name;
-    renderChips();
-  }
+  const tail = path[path.length - 1];
+  conceptName = tail ? pretty(typeof tail === "string" ? tail : tail.name) : "";
+  renderChips();
   const children = (body.children || []).filter((c) => c.requests > 0);
   const most = Math.max(1, ...children.map((c) => c.requests));
   fill(
@@ -461,8 +508,8 @@ function renderConcepts(body) {
         {},
         h(
           "button",
-          { type: "button", title: c.name, dataset: { wnid: c.wnid }, onclick: () => setFilter("concept", c.wnid) },
-          h("span", { class: "name" }, c.name),
+          { type: "button", title: pretty(c.name), dataset: { wnid: c.wnid, name: c.name }, onclick: () => setFilter("concept", c.wnid) },
+          h("span", { class: "name" }, pretty(c.name)),
           h("span", { class: "count" }, fmtCount(c.requests)),
           h("span", { class: "track" }, bar),
         ),
