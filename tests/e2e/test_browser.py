@@ -356,6 +356,43 @@ def test_dashboard_draws_the_warehouse_and_a_user_filter_slices_it(page, seeded)
     assert drawn_total(page, "chart-requests") == expected
 
 
+def test_a_custom_time_range_and_the_grain_picker(page, seeded):
+    base, key = seeded
+    days = api(base, key, "timeseries", grain="day", measures="requests")["rows"]
+    first, last = days[2]["time"], days[4]["time"]  # three days inside the seeded span
+    expected = api(base, key, "summary", **{"from": first, "to": last})["totals"]["requests"]
+    assert expected == sum(r["requests"] for r in days[2:5])
+
+    sign_in(page, base, key)
+    everything = drawn_total(page, "chart-requests")
+    page.select_option("#f-range", "custom")
+    page.wait_for_selector("#board[data-state=ready]")
+    before = generation(page)
+    page.fill("#f-from", first)
+    page.fill("#f-to", last)
+    page.click("#filters button[type=submit]")
+    wait_for_refresh(page, before)
+    requests = chart(page, "chart-requests")
+    assert requests["labels"] == [first, days[3]["time"], last]
+    assert drawn_total(page, "chart-requests") == expected < everything
+    assert page.inner_text('[data-kpi="requests"]') == f"{expected:,}"
+    assert all(first <= r["time"][:10] <= last for r in events_shown(page))
+
+    before = generation(page)
+    page.select_option("#f-grain", "hour")
+    wait_for_refresh(page, before)
+    hourly = chart(page, "chart-requests")
+    assert len(hourly["labels"]) == 72  # every hour of the three days, empty ones included
+    assert drawn_total(page, "chart-requests") == expected
+    assert "per hour" in page.inner_text("#panel-requests header")
+
+
+def events_shown(page) -> list[dict]:
+    return page.eval_on_selector_all(
+        "#events tbody tr", "rows => rows.map(tr => ({time: tr.children[0].textContent}))"
+    )
+
+
 def test_clicking_a_class_bar_filters_by_that_class(page, seeded):
     base, key = seeded
     sign_in(page, base, key)
