@@ -32,6 +32,7 @@ from sqlalchemy import (
     Float,
     Integer,
     String,
+    Table,
     and_,
     case,
     cast,
@@ -47,6 +48,9 @@ from imgclass.warehouse.percentile import ordered_percentile, percentile_cont
 from imgclass.warehouse.recorder import timestamp_key
 from imgclass.warehouse.schema import (
     NONE_KEY,
+    agg_day_class,
+    agg_day_outcome,
+    agg_day_user,
     api_event_fact,
     class_concept,
     class_dim,
@@ -160,13 +164,84 @@ class CubeResult:
         return body
 
 
+# -- sources: the facts, or a daily aggregate that holds everything a query needs ------
+
+DAY_GRAINS = ("day", "month", "quarter", "year")
+ADDITIVE_MEASURES = frozenset(
+    {
+        "requests",
+        "errors",
+        "error_rate",
+        "avg_time_ms",
+        "min_time_ms",
+        "max_time_ms",
+        "avg_confidence",
+        "cache_hit_rate",
+        "fallback_rate",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A table the cube can read: ``api_event_fact``, or a daily aggregate of it."""
+
+    table: Table
+    dimensions: frozenset[str]  # dimensions and filters it can answer ("concept" = any depth)
+    measures: frozenset[str]
+
+    @property
+    def is_fact(self) -> bool:
+        return self.table is api_event_fact
+
+    def col(self, name: str) -> ColumnElement:
+        return self.table.c[name]
+
+    def answers(self, name: str) -> bool:
+        if name.startswith(CONCEPT_PREFIX):
+            name = "concept"
+        return name in self.dimensions
+
+
+FACTS = Source(api_event_fact, frozenset({*DIMENSIONS, "concept"}), frozenset(MEASURES))
+# Smallest first: the first one that answers a query is used.
+AGGREGATE_SOURCES = (
+    Source(
+        agg_day_outcome,
+        frozenset({*DAY_GRAINS, "model", "status", "error_code", "cache_hit", "fallback"}),
+        ADDITIVE_MEASURES,
+    ),
+    Source(
+        agg_day_user,
+        frozenset({*DAY_GRAINS, "user", "ip", "user_agent"}),
+        ADDITIVE_MEASURES | {"distinct_users"},
+    ),
+    Source(agg_day_class, frozenset({*DAY_GRAINS, "class", "concept"}), ADDITIVE_MEASURES),
+)
+
+
+def _whole_days(moment: datetime | None) -> bool:
+    return moment is None or moment == datetime(moment.year, moment.month, moment.day)
+
+
+def choose_source(query: CubeQuery, dims: Sequence[str], aggregates: bool = True) -> Source:
+    """The smallest table that answers ``query`` grouped by ``dims`` exactly."""
+    if aggregates and _whole_days(query.time_from) and _whole_days(query.time_to):
+        names = [*dims, *(name for name, _ in query.filters)]
+        for source in AGGREGATE_SOURCES:
+            if all(source.answers(n) for n in names) and set(query.measures) <= source.measures:
+                return source
+    return FACTS
+
+
 # -- joins ---------------------------------------------------------------------------
 
 
 class _Joins:
-    """The dimension tables one query needs, joined once each."""
+    """The dimension tables one query needs, joined once each to its source."""
 
-    def __init__(self):
+    def __init__(self, source: Source = FACTS):
+        self.source = source
         self.tables: dict[str, Any] = {}
         self.concept_depths: dict[int, tuple[Any, Any]] = {}
 
@@ -202,24 +277,26 @@ class _Joins:
         return table
 
     def from_clause(self):
-        joined = f
+        src = self.source
+        joined = src.table
         for name, on in (
-            ("time", lambda: time_dim.c.timestamp_key == ts),
-            ("user", lambda: user_dim.c.user_key == f.c.user_key),
-            ("class", lambda: class_dim.c.class_key == f.c.class_key),
-            ("model", lambda: model_dim.c.model_key == f.c.model_key),
-            ("image", lambda: image_dim.c.image_key == f.c.image_key),
+            ("time", lambda: time_dim.c.timestamp_key == src.col("timestamp_key")),
+            ("user", lambda: user_dim.c.user_key == src.col("user_key")),
+            ("class", lambda: class_dim.c.class_key == src.col("class_key")),
+            ("model", lambda: model_dim.c.model_key == src.col("model_key")),
+            ("image", lambda: image_dim.c.image_key == src.col("image_key")),
         ):
             if name in self.tables:
                 joined = joined.join(self.tables[name], on())
         for depth, (cc, cd) in sorted(self.concept_depths.items()):
             # Outer joins: failed requests (class "none") have no concept, and stay counted.
             joined = joined.outerjoin(
-                cc, and_(cc.c.class_id == class_dim.c.class_id, cc.c.depth == int_constant(depth))
+                cc,
+                and_(cc.c.class_id == class_dim.c.class_id, cc.c.depth == int_constant(depth)),
             ).outerjoin(cd, cd.c.concept_key == cc.c.concept_key)
         if "feedback" in self.tables:
             joined = joined.outerjoin(
-                prediction_feedback, prediction_feedback.c.event_id == f.c.event_id
+                prediction_feedback, prediction_feedback.c.event_id == src.col("event_id")
             )
         return joined
 
@@ -249,13 +326,18 @@ def _fmt_time(grain: str, k: int | None) -> str | None:
 
 
 def _time_key(grain: str, joins: _Joins) -> ColumnElement:
+    """The integer key of a time grain: timestamp_key (facts) or day_key (aggregates) based."""
+    if joins.source.is_fact:
+        base, base_scale = ts, 1
+    else:
+        base, base_scale = joins.source.col("day_key"), 10**4
     if grain in _TIME_SCALE:
-        scale = _TIME_SCALE[grain]
-        return ts if scale == 1 else ts // int_constant(scale)
+        scale = _TIME_SCALE[grain] // base_scale
+        return base if scale == 1 else base // int_constant(scale)
     if grain == "quarter":
-        return (ts // int_constant(10**8)) * int_constant(10) + (
-            (ts // int_constant(10**6)) % int_constant(100) + int_constant(2)
-        ) // int_constant(3)
+        year = base // int_constant(10**8 // base_scale)
+        month = (base // int_constant(10**6 // base_scale)) % int_constant(100)
+        return year * int_constant(10) + (month + int_constant(2)) // int_constant(3)
     td = joins.time()  # week: the ISO year differs from the calendar year around New Year
     iso_year = case(
         (
@@ -289,7 +371,9 @@ def _key_in(column: ColumnElement, table, key: str, where: ColumnElement) -> Col
     return column.in_(select(table.c[key]).where(where))
 
 
-def _concept_match(values: tuple[str, ...], depth: int | None = None) -> ColumnElement:
+def _concept_match(
+    source: Source, values: tuple[str, ...], depth: int | None = None
+) -> ColumnElement:
     """class_key of every class under a concept named (or with the wnid) in ``values``."""
     wanted = or_(concept_dim.c.name.in_(values), concept_dim.c.wnid.in_(values))
     if depth is not None:
@@ -300,11 +384,18 @@ def _concept_match(values: tuple[str, ...], depth: int | None = None) -> ColumnE
         .join(concept_dim, concept_dim.c.concept_key == class_concept.c.concept_key)
         .where(wanted)
     )
-    return f.c.class_key.in_(classes)
+    return source.col("class_key").in_(classes)
+
+
+def _error_code(source: Source) -> ColumnElement:
+    column = source.col("error_code")
+    # Aggregates store '' for "no error" (a key column cannot be NULL).
+    return column if source.is_fact else func.nullif(column, literal_column("''", String))
 
 
 def dimension_key(name: str, joins: _Joins) -> ColumnElement:
     """The expression a dimension groups by (its value, or an integer time key)."""
+    src = joins.source
     if name in TIME_GRAINS:
         return _time_key(name, joins)
     if name.startswith(CONCEPT_PREFIX):
@@ -317,16 +408,16 @@ def dimension_key(name: str, joins: _Joins) -> ColumnElement:
         "user_agent": lambda: joins.user().c.user_agent,
         "class": lambda: joins.cls().c.label,
         "model": lambda: case(
-            (f.c.model_key == int_constant(NONE_KEY), literal_column("'none'", String)),
+            (src.col("model_key") == int_constant(NONE_KEY), literal_column("'none'", String)),
             else_=joins.model().c.model_name
             + literal_column("'@'", String)
             + joins.model().c.model_version,
         ),
-        "status": lambda: f.c.status_code,
+        "status": lambda: src.col("status_code"),
         "image_format": lambda: joins.image().c.format,
-        "error_code": lambda: f.c.error_code,
-        "cache_hit": lambda: f.c.cache_hit,
-        "fallback": lambda: f.c.is_fallback,
+        "error_code": lambda: _error_code(src),
+        "cache_hit": lambda: src.col("cache_hit"),
+        "fallback": lambda: src.col("is_fallback"),
     }
     return simple[name]()
 
@@ -343,43 +434,63 @@ def format_value(name: str, value: Any) -> Any:
     return value
 
 
-def dimension_filter(name: str, values: tuple) -> ColumnElement:
-    """WHERE clause for ``name IN values`` (values typed by cube_params), on fact columns."""
+def dimension_filter(name: str, values: tuple, source: Source = FACTS) -> ColumnElement:
+    """WHERE clause for ``name IN values`` (values typed by cube_params), on source columns."""
     if name in TIME_GRAINS:
-        return or_(*(ts.between(*_time_range(name, v)) for v in values))
+        if source.is_fact:
+            return or_(*(ts.between(*_time_range(name, v)) for v in values))
+        day = source.col("day_key")
+        return or_(
+            *(
+                day.between(lo // 10**4, hi // 10**4)
+                for lo, hi in (_time_range(name, v) for v in values)
+            )
+        )
     if name == "concept":
-        return _concept_match(values)
+        return _concept_match(source, values)
     if name.startswith(CONCEPT_PREFIX):
-        return _concept_match(values, int(name[len(CONCEPT_PREFIX) :]))
+        return _concept_match(source, values, int(name[len(CONCEPT_PREFIX) :]))
     if name == "weekday":
         return _key_in(ts, time_dim, "timestamp_key", time_dim.c.weekday.in_(values))
     if name == "hour_of_day":
         return ((ts // int_constant(100)) % int_constant(100)).in_(values)
     if name in ("user", "ip", "user_agent"):
         column = {"user": "username", "ip": "ip_address", "user_agent": "user_agent"}[name]
-        return _key_in(f.c.user_key, user_dim, "user_key", user_dim.c[column].in_(values))
+        return _key_in(source.col("user_key"), user_dim, "user_key", user_dim.c[column].in_(values))
     if name == "class":
         where = or_(class_dim.c.label.in_(values), class_dim.c.wnid.in_(values))
-        return _key_in(f.c.class_key, class_dim, "class_key", where)
+        return _key_in(source.col("class_key"), class_dim, "class_key", where)
     if name == "model":
         full = model_dim.c.model_name + literal_column("'@'", String) + model_dim.c.model_version
         where = or_(model_dim.c.model_name.in_(values), full.in_(values))
-        return _key_in(f.c.model_key, model_dim, "model_key", where)
+        return _key_in(source.col("model_key"), model_dim, "model_key", where)
     if name == "status":
-        return or_(*(f.c.status_code.between(lo, hi) for lo, hi in values))
+        return or_(*(source.col("status_code").between(lo, hi) for lo, hi in values))
     if name == "image_format":
         return _key_in(f.c.image_key, image_dim, "image_key", image_dim.c.format.in_(values))
     if name == "error_code":
-        return f.c.error_code.in_(values)
+        return source.col("error_code").in_(values)
     if name in ("cache_hit", "fallback"):
-        column = f.c.cache_hit if name == "cache_hit" else f.c.is_fallback
+        column = source.col("cache_hit" if name == "cache_hit" else "is_fallback")
         return or_(*(column == bool(v) for v in values))
     raise ValueError(f"no filter for {name!r}")  # cube_params only passes known names
 
 
-def time_range_filter(time_from: datetime | None, time_to: datetime | None) -> list:
-    """[from, to) on the indexed minute key, refined by event_time below a minute."""
+def time_range_filter(
+    time_from: datetime | None, time_to: datetime | None, source: Source = FACTS
+) -> list:
+    """[from, to) on the indexed minute key, refined by event_time below a minute.
+
+    On a daily aggregate (only chosen for whole days) it is a range of day keys.
+    """
     where = []
+    if not source.is_fact:
+        day = source.col("day_key")
+        if time_from is not None:
+            where.append(day >= int(time_from.strftime("%Y%m%d")))
+        if time_to is not None:
+            where.append(day < int(time_to.strftime("%Y%m%d")))
+        return where
     if time_from is not None:
         where.append(ts >= timestamp_key(time_from))
         if time_from.second or time_from.microsecond:
@@ -392,10 +503,10 @@ def time_range_filter(time_from: datetime | None, time_to: datetime | None) -> l
     return where
 
 
-def where_clauses(query: CubeQuery) -> list:
-    """The WHERE clauses of a query's filters and time range, all on fact columns."""
-    where = time_range_filter(query.time_from, query.time_to)
-    where += [dimension_filter(name, values) for name, values in query.filters]
+def where_clauses(query: CubeQuery, source: Source = FACTS) -> list:
+    """The WHERE clauses of a query's filters and time range, on the source's own columns."""
+    where = time_range_filter(query.time_from, query.time_to, source)
+    where += [dimension_filter(name, values, source) for name, values in query.filters]
     return where
 
 
@@ -406,7 +517,29 @@ def _flag(column: ColumnElement) -> ColumnElement:
     return case((column, int_constant(1)), else_=int_constant(0))
 
 
+def _aggregate_measure(name: str, src: Source) -> ColumnElement:
+    """A measure from a daily aggregate's sums (only the additive ones get here)."""
+    total = {c: func.sum(src.col(c)) for c in ("events", "requests", "errors")}
+    return {
+        "requests": lambda: func.coalesce(total["requests"], int_constant(0)),
+        "errors": lambda: func.coalesce(total["errors"], int_constant(0)),
+        "error_rate": lambda: _ratio(total["errors"], total["requests"]),
+        "avg_time_ms": lambda: _ratio(func.sum(src.col("time_sum")), total["events"]),
+        "min_time_ms": lambda: func.min(src.col("time_min")),
+        "max_time_ms": lambda: func.max(src.col("time_max")),
+        "avg_confidence": lambda: _ratio(
+            func.sum(src.col("confidence_sum")), func.sum(src.col("confidence_count"))
+        ),
+        "cache_hit_rate": lambda: _ratio(func.sum(src.col("cache_hits")), total["events"]),
+        "fallback_rate": lambda: _ratio(func.sum(src.col("fallbacks")), total["events"]),
+    }[name]()
+
+
 def measure_expr(name: str, joins: _Joins) -> ColumnElement:
+    if name == "distinct_users":
+        return func.count(joins.user().c.username.distinct())
+    if not joins.source.is_fact:
+        return _aggregate_measure(name, joins.source)
     requests = func.coalesce(func.sum(f.c.request_count), int_constant(0))
     errors = func.coalesce(
         func.sum(
@@ -416,8 +549,6 @@ def measure_expr(name: str, joins: _Joins) -> ColumnElement:
     )
     if name in PERCENTILES:
         return percentile_cont(f.c.time_taken, PERCENTILES[name])
-    if name in ("distinct_users",):
-        return func.count(joins.user().c.username.distinct())
     if name == "distinct_images":
         image = joins.image()
         return func.count(
@@ -456,8 +587,9 @@ def _measure_value(name: str, value: Any) -> Any:
 class Cube:
     """Runs ``CubeQuery``s against the warehouse (any SQLAlchemy engine we support)."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, *, aggregates: bool = True):
         self.engine = engine
+        self.aggregates = aggregates  # read the daily aggregates when they answer a query
 
     def run(self, query: CubeQuery) -> CubeResult:
         if query.pivot is not None:
@@ -505,12 +637,17 @@ class Cube:
     # -- internals -------------------------------------------------------------------
 
     def _statement(self, query: CubeQuery, dims: Sequence[str], order, limit: int | None):
-        joins = _Joins()
+        source = choose_source(query, dims, self.aggregates)
+        joins = _Joins(source)
         keys = [dimension_key(name, joins).label(f"d{i}") for i, name in enumerate(dims)]
         measures = [
             measure_expr(name, joins).label(f"m{i}") for i, name in enumerate(query.measures)
         ]
-        stmt = select(*keys, *measures).select_from(joins.from_clause()).where(*self._where(query))
+        stmt = (
+            select(*keys, *measures)
+            .select_from(joins.from_clause())
+            .where(*where_clauses(query, source))
+        )
         if keys:
             stmt = stmt.group_by(*(key.element for key in keys))
         by_name = {name: key for name, key in zip(dims, keys, strict=True)}
@@ -528,10 +665,6 @@ class Cube:
         labels = [(name, f"d{i}") for i, name in enumerate(dims)]
         labels += [(name, f"m{i}") for i, name in enumerate(query.measures)]
         return stmt, labels
-
-    @staticmethod
-    def _where(query: CubeQuery) -> list:
-        return where_clauses(query)
 
     @staticmethod
     def _value(name: str, value: Any) -> Any:
@@ -560,7 +693,7 @@ class Cube:
     def _totals_with_ordered_percentiles(self, query: CubeQuery) -> dict:
         """SQLite totals: percentiles read off the time_taken index, the rest aggregated."""
         others = tuple(m for m in query.measures if m not in PERCENTILES)
-        where = self._where(query)
+        where = where_clauses(query)
         found: dict[str, Any] = {}
         with self.engine.connect() as conn:
             if others:

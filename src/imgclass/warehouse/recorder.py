@@ -1,9 +1,10 @@
 """Write request events into the star schema: dimensions get-or-create, then facts.
 
-``Recorder.record`` writes all fact rows of one request in one transaction and
-returns only after the commit, so the API can acknowledge a request only once
-it is durable. Dimension keys that rarely change (time minute, user, class,
-model) are cached per process, and only after their transaction committed,
+``Recorder.record`` writes all fact rows of one request in one transaction (with
+their share of the daily aggregates, see ``aggregates``) and returns only after
+the commit, so the API can acknowledge a request only once it is durable.
+Dimension keys that rarely change (time minute, user, class, model) are cached
+per process, and only after their transaction committed,
 so the cache can never point at a rolled-back row.
 """
 
@@ -17,6 +18,7 @@ from sqlalchemy import Engine, Table, and_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from imgclass.warehouse.aggregates import add_facts
 from imgclass.warehouse.concepts import class_label
 from imgclass.warehouse.db import WRITE
 from imgclass.warehouse.schema import (
@@ -113,6 +115,7 @@ class Recorder:
             with conn.begin():
                 rows = [self._fact_row(conn, event, learned) for event in events]
                 conn.execute(api_event_fact.insert(), rows)
+                add_facts(conn, rows)
         self._cache.update(learned)
 
     def record_batch(self, events: Sequence[Event]) -> list[int]:
@@ -137,6 +140,7 @@ class Recorder:
                     api_event_fact.c.event_id, sort_by_parameter_order=True
                 )
                 ids = list(conn.execute(insert, rows).scalars())
+                add_facts(conn, rows)
         self._cache.update(learned)
         return ids
 

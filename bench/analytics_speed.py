@@ -1,0 +1,117 @@
+"""Analytics at scale: seed N events into a temporary SQLite warehouse, then time
+recording one more event, a 30-day day x class roll-up and the dashboard summary.
+
+    python -m bench.analytics_speed [--events 1000000] [--days 30] [--repeat 5] [--keep PATH]
+
+The warehouse has the service's settings (WAL, synchronous=FULL) and schema (all
+migrations). Events come from ``imgclass demo seed``'s generator (``record_batch``).
+Query times are the median of ``--repeat`` warm runs; the query plans SQLite chose
+(EXPLAIN QUERY PLAN) are printed too. Results go to docs/PERFORMANCE.md by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import text
+
+from imgclass.vision.labels import imagenet_labels
+from imgclass.warehouse import analytics
+from imgclass.warehouse.cube import Cube, CubeQuery
+from imgclass.warehouse.db import make_engine
+from imgclass.warehouse.demo import generate, seed_demo
+from imgclass.warehouse.migrate import upgrade
+from imgclass.warehouse.recorder import ClassFacts, Recorder, utc_now
+
+
+def timed(fn, repeat: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), result
+
+
+def plan(engine, stmt) -> list[str]:
+    compiled = stmt.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as conn:
+        return [row[-1] for row in conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--single", type=int, default=2000, help="events recorded one by one")
+    parser.add_argument("--keep", type=Path, help="use (or create) this database file")
+    args = parser.parse_args()
+
+    labels = imagenet_labels()
+    classes = [ClassFacts(i, labels.names[i], labels.wnids[i]) for i in range(len(labels))]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.keep or Path(tmp) / "warehouse.db"
+        fresh = not path.exists()
+        engine = make_engine(f"sqlite:///{path}")
+        upgrade(engine)
+        now = utc_now()
+        if fresh:
+            started = time.perf_counter()
+            seeded = seed_demo(
+                engine, events=args.events, days=args.days, classes=classes, now=now, seed=1
+            )
+            seconds = time.perf_counter() - started
+            print(
+                f"seeded {seeded.events:,} events over {args.days} days in {seconds:.0f} s "
+                f"({seconds * 1e6 / seeded.events:.0f} µs/event, record_batch of 5000)"
+            )
+            with engine.connect() as conn:
+                conn.exec_driver_sql("ANALYZE")
+        print(f"database: {path.stat().st_size / 1e6:.0f} MB")
+
+        # One event per transaction, as the service records them: new image each time.
+        recorder = Recorder(engine)
+        single, _ = generate(args.single + 50, 1, classes, now, seed=99)
+        single = [
+            e.__class__(**{**e.__dict__, "request_id": f"single-{i}"}) for i, e in enumerate(single)
+        ]
+        for event in single[:50]:  # warm the dimension-key caches
+            recorder.record([event])
+        started = time.perf_counter()
+        for event in single[50:]:
+            recorder.record([event])
+        per_event = (time.perf_counter() - started) * 1000 / args.single
+        print(f"record(): {per_event:.3f} ms/event (one event per transaction, {args.single:,})")
+
+        cube = Cube(engine)
+        month = {"time_from": now - timedelta(days=30), "time_to": now + timedelta(minutes=1)}
+        rollups = {
+            "day x class: requests, avg_time_ms": ("requests", "avg_time_ms"),
+            "day x class: requests, avg_time_ms, p95_time_ms": (
+                "requests",
+                "avg_time_ms",
+                "p95_time_ms",
+            ),
+        }
+        for name, measures in rollups.items():
+            query = CubeQuery(group_by=("day", "class"), measures=measures, limit=100_000, **month)
+            ms, result = timed(lambda q=query: cube.run(q), args.repeat)
+            print(f"roll-up {name}: {ms:.0f} ms ({len(result.rows):,} rows)")
+            for line in plan(engine, cube._statement(query, query.group_by, (), None)[0]):
+                print(f"    {line}")
+        today = now.date()
+        summaries = {"summary, all time": {}, "summary, user=alice": {"user": "alice"}}
+        for label, params in summaries.items():
+            ms, body = timed(lambda p=params: analytics.summary(engine, p, today), args.repeat)
+            print(f"{label}: {ms:.0f} ms (requests {body['totals']['requests']:,})")
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
