@@ -346,6 +346,11 @@ def test_dashboard_draws_the_warehouse_and_a_user_filter_slices_it(page, seeded)
     rows = table(page)
     assert rows and {r["user"] for r in rows} == {user}
     assert page.inner_text('[data-kpi="requests"]') == f"{expected:,}"
+    assert concepts_shown(page) == {
+        c["wnid"]: c["requests"]
+        for c in api(base, key, "concepts", user=user)["children"]
+        if c["requests"]  # concepts with no request are not listed
+    }
     assert page.inner_text("#chips").startswith(f"User: {user}")
     assert f"user={user}" in page.url
 
@@ -385,6 +390,16 @@ def test_a_custom_time_range_and_the_grain_picker(page, seeded):
     assert len(hourly["labels"]) == 72  # every hour of the three days, empty ones included
     assert drawn_total(page, "chart-requests") == expected
     assert "per hour" in page.inner_text("#panel-requests header")
+
+
+def concepts_shown(page) -> dict[str, int]:
+    return {
+        wnid: int(count.replace(",", ""))
+        for wnid, count in page.eval_on_selector_all(
+            "#concept-children button",
+            "bs => bs.map(b => [b.dataset.wnid, b.querySelector('.count').textContent])",
+        )
+    }
 
 
 def events_shown(page) -> list[dict]:

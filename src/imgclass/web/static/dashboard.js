@@ -249,56 +249,45 @@ async function refresh() {
   const filters = filterParams();
   const { span } = window_();
   const grain = effectiveGrain(span);
-  const calls = {
-    summary: api("/summary", filters, signal),
-    series: api(
-      "/timeseries",
-      { ...filters, grain, measures: "requests,errors,p50_time_ms,p95_time_ms,p99_time_ms" },
-      signal,
-    ),
-    // Successful requests only: a failed one has no class (its class is "none").
-    classes: api(
-      "/cube",
-      { ...filters, status: "2xx", group_by: "class", measures: "requests", order: "-requests", limit: TOP_CLASSES },
-      signal,
-    ),
-    events: api("/events", { ...filters, limit: EVENTS_LIMIT }, signal),
-    concepts: api("/concepts", { parent: state.concept }, signal),
-  };
-  const names = Object.keys(calls);
-  const settled = await Promise.allSettled(Object.values(calls));
-  if (gen !== generation) return; // a newer refresh is under way
-  const results = Object.fromEntries(names.map((name, i) => [name, settled[i]]));
-
-  for (const { status, reason } of settled) {
-    const problem = status === "rejected" ? authProblem(reason) : null;
-    if (problem) {
-      signOut(problem);
-      return;
-    }
-  }
-
-  const renderers = {
-    summary: (body) => renderSummary(body),
-    series: (body) => renderSeries(body, grain, span),
-    classes: (body) => renderClasses(body),
-    events: (body) => renderEvents(body),
-    concepts: (body) => renderConcepts(body),
-  };
+  // Each call feeds its own panels and is drawn as soon as it answers: the cheap ones
+  // (served from the daily aggregates) do not wait for the percentiles, which need the facts.
+  const measures = "requests,errors";
+  const percentiles = "p50_time_ms,p95_time_ms,p99_time_ms";
+  const calls = [
+    ["summary", ["kpis", "panel-users", "panel-errors", "panel-models"], () => api("/summary", filters, signal), renderSummary],
+    ["requests", ["panel-requests"], () => api("/timeseries", { ...filters, grain, measures }, signal), (b) => renderVolume(b, grain, span)],
+    ["latency", ["panel-latency"], () => api("/timeseries", { ...filters, grain, measures: percentiles }, signal), (b) => renderLatency(b, grain, span)],
+    // One more than shown: failed requests group under the class "none", dropped here.
+    ["classes", ["panel-classes"], () => api("/cube", { ...filters, group_by: "class", measures: "requests", order: "-requests", limit: TOP_CLASSES + 1 }, signal), renderClasses],
+    ["events", ["panel-events"], () => api("/events", { ...filters, limit: EVENTS_LIMIT }, signal), renderEvents],
+    ["concepts", ["panel-concepts"], () => api("/concepts", { ...filters, concept: "", parent: state.concept }, signal), renderConcepts],
+  ];
   const failures = [];
-  for (const name of names) {
-    const result = results[name];
-    if (result.status === "fulfilled") {
+  let signedOut = false;
+  await Promise.all(
+    calls.map(async ([name, panels, call, render]) => {
+      for (const id of panels) $(id).setAttribute("aria-busy", "true");
       try {
-        renderers[name](result.value);
+        const body = await call();
+        if (gen !== generation || signedOut) return;
+        render(body);
+        board.dataset.drawn = String(gen); // the latest refresh that has drawn something
       } catch (err) {
+        if (gen !== generation || signedOut || (err && err.name === "AbortError")) return;
+        const problem = authProblem(err);
+        if (problem) {
+          signedOut = true;
+          signOut(problem);
+          return;
+        }
         failures.push(`${name}: ${describe(err)}`);
-        console.error(err);
+        if (!(err instanceof ApiError)) console.error(err);
+      } finally {
+        if (gen === generation) for (const id of panels) $(id).removeAttribute("aria-busy");
       }
-    } else {
-      failures.push(`${name}: ${describe(result.reason)}`);
-    }
-  }
+    }),
+  );
+  if (gen !== generation || signedOut) return; // a newer refresh is under way
   const errorBox = $("board-error");
   fill(errorBox, failures.length ? `Some panels could not load — ${failures.join("; ")}` : "");
   show(errorBox, failures.length > 0);
@@ -416,26 +405,32 @@ function fillGaps(rows, grain, span) {
   return placed === rows.length ? filled : rows;
 }
 
-function renderSeries(body, grain, span) {
-  const rows = fillGaps(body.rows || [], grain, span);
-  const labels = rows.map((r) => timeLabel(r.time, grain));
+function seriesCaption(panelId, rows, grain) {
   const chosen = state.grain === grain ? "" : ` (raised from ${state.grain}: too many points)`;
-  for (const panel of ["panel-requests", "panel-latency"]) {
-    $(panel).querySelector("[data-caption]").textContent = `per ${grain}, UTC${chosen}`;
-    panelEmpty(panel, rows.length === 0);
-  }
-  const hasErrors = (body.measures || []).includes("errors");
-  const series = hasErrors
-    ? [
-        { label: "Succeeded", data: rows.map((r) => r.requests - (r.errors || 0)), color: COLORS.accent },
-        { label: "Failed", data: rows.map((r) => r.errors || 0), color: COLORS.rose },
-      ]
-    : [{ label: "Requests", data: rows.map((r) => r.requests), color: COLORS.accent }];
-  charts.timeBars($("chart-requests"), labels, series);
+  $(panelId).querySelector("[data-caption]").textContent = `per ${grain}, UTC${chosen}`;
+  panelEmpty(panelId, rows.length === 0);
+}
+
+function renderVolume(body, grain, span) {
+  const rows = fillGaps(body.rows || [], grain, span);
+  seriesCaption("panel-requests", rows, grain);
+  charts.timeBars(
+    $("chart-requests"),
+    rows.map((r) => timeLabel(r.time, grain)),
+    [
+      { label: "Succeeded", data: rows.map((r) => r.requests - (r.errors || 0)), color: COLORS.accent },
+      { label: "Failed", data: rows.map((r) => r.errors || 0), color: COLORS.rose },
+    ],
+  );
+}
+
+function renderLatency(body, grain, span) {
+  const rows = fillGaps(body.rows || [], grain, span);
+  seriesCaption("panel-latency", rows, grain);
   const round = (v) => (v === null || v === undefined ? null : Math.round(v * 10) / 10);
   charts.timeLines(
     $("chart-latency"),
-    labels,
+    rows.map((r) => timeLabel(r.time, grain)),
     [
       { label: "p50", data: rows.map((r) => round(r.p50_time_ms)), color: COLORS.teal },
       { label: "p95", data: rows.map((r) => round(r.p95_time_ms)), color: COLORS.amber },
@@ -457,8 +452,10 @@ function timeLabel(value, grain) {
   return text;
 }
 
+const NO_CLASS = "none"; // the class of a failed request
+
 function renderClasses(body) {
-  const rows = body.rows || [];
+  const rows = (body.rows || []).filter((r) => r.class !== NO_CLASS).slice(0, TOP_CLASSES);
   panelEmpty("panel-classes", rows.length === 0);
   fill($("classes-list"), rows.map((r) => h("option", { value: r.class })));
   charts.rankBars(
