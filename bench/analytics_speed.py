@@ -15,7 +15,7 @@ import argparse
 import statistics
 import tempfile
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import text
@@ -90,7 +90,12 @@ def main() -> None:
         print(f"record(): {per_event:.3f} ms/event (one event per transaction, {args.single:,})")
 
         cube = Cube(engine)
-        month = {"time_from": now - timedelta(days=30), "time_to": now + timedelta(minutes=1)}
+        # The last 30 whole UTC days, today included: what from=<date>&to=<today> asks for.
+        midnight = datetime(now.year, now.month, now.day)
+        month = {
+            "time_from": midnight - timedelta(days=29),
+            "time_to": midnight + timedelta(days=1),
+        }
         rollups = {
             "day x class: requests, avg_time_ms": ("requests", "avg_time_ms"),
             "day x class: requests, avg_time_ms, p95_time_ms": (
