@@ -575,6 +575,23 @@ def measure_expr(name: str, joins: _Joins) -> ColumnElement:
     }[name]()
 
 
+def _converter(name: str) -> Callable[[Any], Any]:
+    """value -> what the cube returns for column ``name`` (memoised for time keys)."""
+    if name in MEASURES:
+        return lambda value: _measure_value(name, value)
+    if name in TIME_GRAINS:
+        seen: dict[Any, Any] = {}
+
+        def time_value(value: Any) -> Any:
+            found = seen.get(value)
+            if found is None:
+                found = seen[value] = _fmt_time(name, value)
+            return found
+
+        return time_value
+    return lambda value: format_value(name, value)
+
+
 def _measure_value(name: str, value: Any) -> Any:
     if value is None:
         return None
@@ -684,8 +701,12 @@ class Cube:
         with self.engine.connect() as conn:
             fetched = conn.execute(stmt).all()
         truncated = limit is not None and len(fetched) > limit
+        # Columns come in label order (dimensions, then measures); convert by position,
+        # and format each distinct time key once: tens of thousands of rows stay cheap.
+        names = [name for name, _ in labels]
+        convert = [_converter(name) for name in names]
         rows = [
-            {name: self._value(name, row._mapping[label]) for name, label in labels}
+            dict(zip(names, [c(v) for c, v in zip(convert, row, strict=True)], strict=True))
             for row in fetched[:limit]
         ]
         return rows, truncated
