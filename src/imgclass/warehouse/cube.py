@@ -639,7 +639,7 @@ class Cube:
         The statement is built now, so a bad query fails before anything is sent; the
         rows are fetched while the caller iterates (e.g. a streamed CSV response).
         """
-        stmt, labels = self._statement(query, query.group_by, query.order, query.limit)
+        stmt, labels = self.statement(query, query.group_by, query.order, query.limit)
         columns = [*query.group_by, *query.measures]
 
         def rows() -> Iterator[list]:
@@ -651,9 +651,8 @@ class Cube:
 
         return columns, rows()
 
-    # -- internals -------------------------------------------------------------------
-
-    def _statement(self, query: CubeQuery, dims: Sequence[str], order, limit: int | None):
+    def statement(self, query: CubeQuery, dims: Sequence[str], order, limit: int | None):
+        """(SELECT, [(column, label)]) that groups ``query`` by ``dims`` (for EXPLAIN, too)."""
         source = choose_source(query, dims, self.aggregates)
         joins = _Joins(source)
         keys = [dimension_key(name, joins).label(f"d{i}") for i, name in enumerate(dims)]
@@ -683,6 +682,8 @@ class Cube:
         labels += [(name, f"m{i}") for i, name in enumerate(query.measures)]
         return stmt, labels
 
+    # -- internals -------------------------------------------------------------------
+
     @staticmethod
     def _value(name: str, value: Any) -> Any:
         if name in MEASURES:
@@ -697,7 +698,7 @@ class Cube:
         )
         if ungrouped_percentiles:
             return [self._totals_with_ordered_percentiles(query)], False
-        stmt, labels = self._statement(query, dims, order, limit)
+        stmt, labels = self.statement(query, dims, order, limit)
         with self.engine.connect() as conn:
             fetched = conn.execute(stmt).all()
         truncated = limit is not None and len(fetched) > limit
@@ -724,7 +725,7 @@ class Cube:
                     time_from=query.time_from,
                     time_to=query.time_to,
                 )
-                stmt, labels = self._statement(aggregated, (), (), None)
+                stmt, labels = self.statement(aggregated, (), (), None)
                 row = conn.execute(stmt).one()._mapping
                 found = {name: self._value(name, row[label]) for name, label in labels}
             n = conn.execute(select(func.count()).select_from(f).where(*where)).scalar_one()
@@ -751,7 +752,7 @@ class Cube:
                 "by fewer dimensions",
                 code="bad_request",
             )
-        stmt, _labels = self._statement(
+        stmt, _labels = self.statement(
             CubeQuery(
                 measures=(), filters=query.filters, time_from=query.time_from, time_to=query.time_to
             ),
