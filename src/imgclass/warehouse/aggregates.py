@@ -12,9 +12,9 @@ same rows take the row locks in the same order and cannot deadlock.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
-from sqlalchemy import Integer, String, case, func, literal_column, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Integer, String, TextClause, case, func, literal_column, select, text
 from sqlalchemy.engine import Connection
 
 from imgclass.warehouse.schema import (
@@ -50,12 +50,31 @@ def _key_value(row: dict, column: str):
     return row[column]
 
 
+@cache
+def _upsert(table_name: str, dialect: str) -> TextClause:
+    """INSERT … ON CONFLICT DO UPDATE adding to a row (same syntax on SQLite and PostgreSQL).
+
+    Written once as text from our own table and column names: SQLAlchemy recompiles an
+    on_conflict_do_update construct on every execution, which cost ~1 ms per event.
+    """
+    table = next(t for t in DAILY_AGGREGATES if t.name == table_name)
+    keys = ("day_key", *KEYS[table])
+    columns = [c.name for c in table.columns]
+    least, greatest = ("LEAST", "GREATEST") if dialect == "postgresql" else ("min", "max")
+    updates = [f"{c} = {table_name}.{c} + excluded.{c}" for c in ADDITIVE]
+    updates += [
+        f"time_min = {least}({table_name}.time_min, excluded.time_min)",
+        f"time_max = {greatest}({table_name}.time_max, excluded.time_max)",
+    ]
+    return text(
+        f"INSERT INTO {table_name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(':' + c for c in columns)}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(updates)}"
+    )
+
+
 def add_facts(conn: Connection, rows: Sequence[dict]) -> None:
     """Add fact rows (as inserted into api_event_fact) to every daily aggregate."""
-    dialect = conn.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    least = func.least if dialect == "postgresql" else func.min  # min(a, b) is scalar in SQLite
-    greatest = func.greatest if dialect == "postgresql" else func.max
     for table in DAILY_AGGREGATES:
         keys = KEYS[table]
         sums: dict[tuple, dict] = {}
@@ -83,13 +102,8 @@ def add_facts(conn: Connection, rows: Sequence[dict]) -> None:
                 old[column] += new[column]
             old["time_min"] = min(old["time_min"], new["time_min"])
             old["time_max"] = max(old["time_max"], new["time_max"])
-        stmt = insert(table)
-        update = {c: table.c[c] + stmt.excluded[c] for c in ADDITIVE}
-        update["time_min"] = least(table.c.time_min, stmt.excluded.time_min)
-        update["time_max"] = greatest(table.c.time_max, stmt.excluded.time_max)
-        stmt = stmt.on_conflict_do_update(index_elements=["day_key", *keys], set_=update)
         conn.execute(
-            stmt,
+            _upsert(table.name, conn.dialect.name),
             [dict(zip(("day_key", *keys), key, strict=True)) | sums[key] for key in sorted(sums)],
         )
 

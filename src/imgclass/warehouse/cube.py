@@ -575,6 +575,23 @@ def measure_expr(name: str, joins: _Joins) -> ColumnElement:
     }[name]()
 
 
+def _converter(name: str) -> Callable[[Any], Any]:
+    """value -> what the cube returns for column ``name`` (memoised for time keys)."""
+    if name in MEASURES:
+        return lambda value: _measure_value(name, value)
+    if name in TIME_GRAINS:
+        seen: dict[Any, Any] = {}
+
+        def time_value(value: Any) -> Any:
+            found = seen.get(value)
+            if found is None:
+                found = seen[value] = _fmt_time(name, value)
+            return found
+
+        return time_value
+    return lambda value: format_value(name, value)
+
+
 def _measure_value(name: str, value: Any) -> Any:
     if value is None:
         return None
@@ -622,7 +639,7 @@ class Cube:
         The statement is built now, so a bad query fails before anything is sent; the
         rows are fetched while the caller iterates (e.g. a streamed CSV response).
         """
-        stmt, labels = self._statement(query, query.group_by, query.order, query.limit)
+        stmt, labels = self.statement(query, query.group_by, query.order, query.limit)
         columns = [*query.group_by, *query.measures]
 
         def rows() -> Iterator[list]:
@@ -634,9 +651,8 @@ class Cube:
 
         return columns, rows()
 
-    # -- internals -------------------------------------------------------------------
-
-    def _statement(self, query: CubeQuery, dims: Sequence[str], order, limit: int | None):
+    def statement(self, query: CubeQuery, dims: Sequence[str], order, limit: int | None):
+        """(SELECT, [(column, label)]) that groups ``query`` by ``dims`` (for EXPLAIN, too)."""
         source = choose_source(query, dims, self.aggregates)
         joins = _Joins(source)
         keys = [dimension_key(name, joins).label(f"d{i}") for i, name in enumerate(dims)]
@@ -666,6 +682,8 @@ class Cube:
         labels += [(name, f"m{i}") for i, name in enumerate(query.measures)]
         return stmt, labels
 
+    # -- internals -------------------------------------------------------------------
+
     @staticmethod
     def _value(name: str, value: Any) -> Any:
         if name in MEASURES:
@@ -680,12 +698,16 @@ class Cube:
         )
         if ungrouped_percentiles:
             return [self._totals_with_ordered_percentiles(query)], False
-        stmt, labels = self._statement(query, dims, order, limit)
+        stmt, labels = self.statement(query, dims, order, limit)
         with self.engine.connect() as conn:
             fetched = conn.execute(stmt).all()
         truncated = limit is not None and len(fetched) > limit
+        # Columns come in label order (dimensions, then measures); convert by position,
+        # and format each distinct time key once: tens of thousands of rows stay cheap.
+        names = [name for name, _ in labels]
+        convert = [_converter(name) for name in names]
         rows = [
-            {name: self._value(name, row._mapping[label]) for name, label in labels}
+            dict(zip(names, [c(v) for c, v in zip(convert, row, strict=True)], strict=True))
             for row in fetched[:limit]
         ]
         return rows, truncated
@@ -703,7 +725,7 @@ class Cube:
                     time_from=query.time_from,
                     time_to=query.time_to,
                 )
-                stmt, labels = self._statement(aggregated, (), (), None)
+                stmt, labels = self.statement(aggregated, (), (), None)
                 row = conn.execute(stmt).one()._mapping
                 found = {name: self._value(name, row[label]) for name, label in labels}
             n = conn.execute(select(func.count()).select_from(f).where(*where)).scalar_one()
@@ -730,7 +752,7 @@ class Cube:
                 "by fewer dimensions",
                 code="bad_request",
             )
-        stmt, _labels = self._statement(
+        stmt, _labels = self.statement(
             CubeQuery(
                 measures=(), filters=query.filters, time_from=query.time_from, time_to=query.time_to
             ),
