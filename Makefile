@@ -4,11 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 SAMPLE := samples/cat.jpg
+# The charting library the pages serve themselves (npm registry, pinned by package-lock.json).
+VENDOR := src/imgclass/web/static/vendor
+CHARTJS := $(VENDOR)/chart.umd.min.js
 PYTEST_ARGS ?=
 
-.PHONY: install model run test lint format bench clean
+.PHONY: install model run test lint format bench screenshots clean
 
-install: $(STAMP) model $(SAMPLE)
+install: $(STAMP) model $(SAMPLE) $(CHARTJS)
 
 # Re-installs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -25,6 +28,15 @@ model: $(STAMP)
 
 $(SAMPLE): $(STAMP) scripts/make_samples.py
 	$(BIN)/python scripts/make_samples.py samples
+
+# `npm ci` installs exactly the locked versions into the git-ignored node_modules/; the app
+# serves the copied browser build itself (no CDN, no bundler).
+$(CHARTJS): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR)
+	sed '/^\/\/# sourceMappingURL=/d' node_modules/chart.js/dist/chart.umd.min.js > $@.tmp
+	cp node_modules/chart.js/LICENSE.md $(VENDOR)/chart.js.LICENSE.md
+	mv $@.tmp $@
 
 run: install
 	$(BIN)/imgclass serve
@@ -45,5 +57,9 @@ bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.run
 
+# Regenerates docs/screenshots/*.png from a served instance with seeded demo data.
+screenshots: install
+	$(BIN)/python scripts/screenshots.py
+
 clean:
-	rm -rf $(VENV) models samples .pytest_cache .ruff_cache
+	rm -rf $(VENV) models samples .pytest_cache .ruff_cache node_modules $(VENDOR)

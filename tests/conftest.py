@@ -80,7 +80,15 @@ def settings(tmp_path, model_dir, database_backend, request) -> Settings:
 def make_settings(data_dir: Path, model_dir: Path, **overrides) -> Settings:
     """Settings for an app under test; tests that build their own apps start from these."""
     # No background drift thread: tests call DriftMonitor.update() when they need a report.
-    defaults = {"database_url": None, "analytics_database_url": None, "drift_interval_s": 0}
+    # No rate limits: tests fire requests faster than any client should (the limits have
+    # their own tests in tests/api/test_security.py, which set them explicitly).
+    defaults = {
+        "database_url": None,
+        "analytics_database_url": None,
+        "drift_interval_s": 0,
+        "rate_limit_per_ip": "",
+        "rate_limit_per_key": "",
+    }
     return Settings(data_dir=data_dir, model_dir=model_dir, **{**defaults, **overrides})
 
 

@@ -194,7 +194,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Background drift updates (per process; IMGCLASS_DRIFT_INTERVAL_S=0 turns them off).
     app.extensions["imgclass"].drift.start()
 
-    from imgclass.api import backups, drift, errors, feedback, health, models, predict
+    from imgclass.api import analytics, backups, drift, errors, feedback, health, models, predict
 
     errors.register(app)
     app.register_blueprint(health.bp)
@@ -203,6 +203,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(drift.bp)
     app.register_blueprint(feedback.bp)
     app.register_blueprint(backups.bp)
+    app.register_blueprint(analytics.bp)
+
+    from imgclass.web import pages
+
+    app.register_blueprint(pages.bp)
 
     # Last: they wrap every blueprint registered above.
     install_security(app, settings)

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from imgclass import cli_analytics
 from imgclass.cli_backup import backup as backup_commands
 from imgclass.cli_postgres import migrate_sqlite_to_postgres
 from imgclass.config import Settings
@@ -327,6 +328,10 @@ def users_forget(name, yes) -> None:
         f"forgot {report.username!r}: {report.facts_kept} events kept as {report.pseudonym!r}, "
         f"{report.dimension_rows_removed} address/agent rows removed, key revoked"
     )
+
+
+main.add_command(cli_analytics.stats)
+main.add_command(cli_analytics.demo)
 
 
 if __name__ == "__main__":  # pragma: no cover

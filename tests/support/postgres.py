@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 from psycopg import sql
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, Integer, select, text
 
 from imgclass.warehouse.db import make_engine
 from imgclass.warehouse.migrate import head_revision, upgrade
@@ -138,6 +138,8 @@ def _delete_and_reseed(engine: Engine, seed: dict[str, list[dict]]) -> None:
                 conn.execute(table.insert(), seed[table.name])
             # Seed rows may carry explicit keys: the next generated one must come after them.
             for column in table.primary_key.columns:
+                if not isinstance(column.type, Integer):  # text keys have no sequence
+                    continue
                 conn.execute(
                     text(
                         "SELECT setval(seq, GREATEST((SELECT MAX({c}) FROM {t}), 0) + 1, false) "

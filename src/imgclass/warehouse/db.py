@@ -23,6 +23,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from imgclass.warehouse.percentile import SQLITE_FUNCTION, PercentileAggregate
+
 BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 10  # a server that does not answer fails fast instead of hanging a worker
 WRITE = {"imgclass_write": True}  # execution option: start an immediate (write) transaction
@@ -81,6 +83,8 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        # Exact percentiles for the analytics cube (PostgreSQL has percentile_cont).
+        dbapi_connection.create_aggregate(SQLITE_FUNCTION, 2, PercentileAggregate)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):

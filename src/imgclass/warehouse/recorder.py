@@ -1,10 +1,11 @@
 """Write request events into the star schema: dimensions get-or-create, then facts.
 
-``Recorder.record`` writes all fact rows of one request in one transaction and
-returns only after the commit, so the API can acknowledge a request only once
-it is durable. Dimension keys that rarely change (time minute, user, class,
-model) are cached per process, and only after their transaction committed,
-so the cache can never point at a rolled-back row.
+``Recorder.record`` writes all fact rows of one request in one transaction (with
+their share of the daily aggregates, see ``aggregates``) and returns only after
+the commit, so the API can acknowledge a request only once it is durable.
+Dimension keys that rarely change (time minute, user, class, model) are cached
+per process, and only after their transaction committed, so the cache can never
+point at a rolled-back row.
 
 On PostgreSQL, concurrent transactions that insert the same new dimension
 member wait for each other (``ON CONFLICT`` on the unique natural key). Each
@@ -24,6 +25,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from imgclass.warehouse.aggregates import add_facts
+from imgclass.warehouse.concepts import class_label
 from imgclass.warehouse.db import WRITE
 from imgclass.warehouse.schema import (
     NONE_KEY,
@@ -36,6 +39,7 @@ from imgclass.warehouse.schema import (
 )
 
 MAX_FILENAME = 255
+BULK_CHUNK = 500  # image ids per IN (...) list in record_batch
 MAX_USER_AGENT = 512
 
 
@@ -129,8 +133,35 @@ class Recorder:
                 self._create_dimensions_in_order(conn, events, learned)
                 rows = [self._fact_row(conn, event, learned) for event in events]
                 conn.execute(api_event_fact.insert(), rows)
+                add_facts(conn, rows)
         # Images are too many to keep; the other dimensions are small and stable.
         self._cache.update((k, v) for k, v in learned.items() if k[0] != "image")
+
+    def record_batch(self, events: Sequence[Event]) -> list[int]:
+        """Write many events in one transaction; returns their event ids, in order.
+
+        The same rows as ``record``, for bulk loads (demo data, imports): image keys are
+        looked up and inserted a few hundred at a time instead of one by one, and the
+        facts go in as one multi-row insert.
+        """
+        if not events:
+            return []
+        learned: dict[tuple, int] = {}
+        with self.engine.connect() as conn:
+            conn.execution_options(**WRITE)
+            with conn.begin():
+                images = [event.image for event in events]
+                for image, key in zip(images, self._image_keys(conn, images), strict=True):
+                    if image is not None:
+                        learned[("image", *_image_natural(image))] = key
+                rows = [self._fact_row(conn, event, learned) for event in events]
+                insert = api_event_fact.insert().returning(
+                    api_event_fact.c.event_id, sort_by_parameter_order=True
+                )
+                ids = list(conn.execute(insert, rows).scalars())
+                add_facts(conn, rows)
+        self._cache.update((k, v) for k, v in learned.items() if k[0] != "image")
+        return ids
 
     def _create_dimensions_in_order(
         self, conn: Connection, events: Sequence[Event], learned: dict
@@ -251,6 +282,44 @@ class Recorder:
             lambda: self._get_or_create(conn, image_dim, "image_key", natural, extra),
         )
 
+    def _image_keys(self, conn: Connection, images: Sequence[ImageFacts | None]) -> list[int]:
+        """Keys of many images: existing rows looked up, missing ones inserted, in chunks."""
+        wanted = {_image_natural(i): i for i in images if i is not None}
+        found: dict[tuple[str, str], int] = {}
+
+        def look_up(keys: list[tuple[str, str]]) -> None:
+            for start in range(0, len(keys), BULK_CHUNK):
+                shas = {sha for sha, _ in keys[start : start + BULK_CHUNK]}
+                rows = conn.execute(
+                    select(
+                        image_dim.c.image_key, image_dim.c.image_id, image_dim.c.image_filename
+                    ).where(image_dim.c.image_id.in_(shas))
+                )
+                for key, sha, name in rows:
+                    if (sha, name) in wanted:
+                        found[(sha, name)] = key
+
+        look_up(list(wanted))
+        missing = [natural for natural in wanted if natural not in found]
+        if missing:
+            conn.execute(
+                self._insert(image_dim).on_conflict_do_nothing(),
+                [
+                    {
+                        "image_id": sha,
+                        "image_filename": name,
+                        "width": wanted[(sha, name)].width,
+                        "height": wanted[(sha, name)].height,
+                        "format": wanted[(sha, name)].format,
+                        "bytes": wanted[(sha, name)].n_bytes,
+                        "brightness": wanted[(sha, name)].brightness,
+                    }
+                    for sha, name in missing
+                ],
+            )
+            look_up(missing)
+        return [NONE_KEY if i is None else found[_image_natural(i)] for i in images]
+
     def _class_key(self, conn: Connection, cls: ClassFacts | None, learned: dict) -> int:
         if cls is None:
             return NONE_KEY
@@ -262,7 +331,11 @@ class Recorder:
                 class_dim,
                 "class_key",
                 {"class_id": cls.class_id},
-                {"class_name": cls.class_name[:128], "wnid": cls.wnid},
+                {
+                    "class_name": cls.class_name[:128],
+                    "wnid": cls.wnid,
+                    "label": class_label(cls.class_id, cls.class_name),
+                },
             ),
         )
 

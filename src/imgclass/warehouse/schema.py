@@ -6,6 +6,7 @@
                     ├─ class_dim  (ImageNet class)
                     └─ model_dim  (which model answered)
     prediction_feedback ── api_event_fact  (ground truth: the true class of an event)
+    class_dim ── class_concept ── concept_dim  (snowflake: WordNet hypernyms of each class)
 
 One fact row per classified image; a failed request is a fact too, pointing at
 the special "none" members of image_dim/class_dim/model_dim (key 0) rather
@@ -94,6 +95,8 @@ class_dim = Table(
     Column("class_id", Integer, nullable=False, unique=True),  # ImageNet index; -1 = none
     Column("class_name", String(128), nullable=False),
     Column("wnid", String(16)),  # WordNet synset id
+    # Short, unique, comma-free name for analytics filters: "tabby", "Persian_cat" (0003).
+    Column("label", String(128), nullable=False, server_default=""),
 )
 
 model_dim = Table(
@@ -129,6 +132,8 @@ api_event_fact = Table(
     Column("is_fallback", Boolean, nullable=False, default=False, server_default="0"),
     Index("ix_api_event_fact_request_id", "request_id"),
     Index("ix_api_event_fact_timestamp_key", "timestamp_key"),
+    # Percentiles of a time range as the k-th index entry (0004; cube totals on SQLite).
+    Index("ix_api_event_fact_latency", "time_taken", "timestamp_key", "user_key", "class_key"),
 )
 
 prediction_feedback = Table(
@@ -143,6 +148,74 @@ prediction_feedback = Table(
     Column("user_id", Integer, nullable=False),  # api_user.user_id of who gave it; 0 = anonymous
     Column("created_at", DateTime, nullable=False),
 )
+
+concept_dim = Table(
+    "concept_dim",
+    metadata,
+    # A WordNet noun synset on the hypernym path of some ImageNet class (0003).
+    Column("concept_key", Integer, primary_key=True, autoincrement=False),
+    Column("wnid", String(16), nullable=False, unique=True),
+    Column("name", String(128), nullable=False),  # first lemma: "domestic_cat"
+    Column("depth", SmallInteger, nullable=False),  # 0 = top category (animal, artifact…)
+    Column("parent_key", Integer, ForeignKey("concept_dim.concept_key")),
+)
+
+class_concept = Table(
+    "class_concept",
+    metadata,
+    # One row per ImageNet class and depth 0..max: the class's ancestor at that depth.
+    # Below the class's own depth the row points at the class's own concept, so that
+    # grouping by the concept at depth N counts every class exactly once.
+    # Keyed by class_id (the ImageNet index), not class_key: it is filled by the
+    # migration, before and independently of the class_dim rows the recorder creates.
+    Column("class_id", Integer, primary_key=True, autoincrement=False),
+    Column("depth", SmallInteger, primary_key=True, autoincrement=False),
+    Column("concept_key", Integer, ForeignKey("concept_dim.concept_key"), nullable=False),
+    Index("ix_class_concept_concept_key", "concept_key"),
+)
+
+
+def _daily_aggregate(name: str, *keys: Column) -> Table:
+    """A daily roll-up of api_event_fact by ``keys`` (0004), kept current by the Recorder.
+
+    Additive measures only (sums, counts, min, max), so the cube can answer day, month,
+    quarter and year queries from a few thousand rows instead of every fact. Percentiles
+    and distinct counts other than users still read the facts.
+    """
+    return Table(
+        name,
+        metadata,
+        Column("day_key", Integer, primary_key=True, autoincrement=False),  # YYYYMMDD, UTC
+        *keys,
+        Column("events", Integer, nullable=False),  # fact rows
+        Column("requests", Integer, nullable=False),  # sum of request_count
+        Column("errors", Integer, nullable=False),  # requests with status >= 400
+        Column("time_sum", Float, nullable=False),
+        Column("time_min", Float, nullable=False),
+        Column("time_max", Float, nullable=False),
+        Column("confidence_sum", Float, nullable=False),
+        Column("confidence_count", Integer, nullable=False),
+        Column("cache_hits", Integer, nullable=False),
+        Column("fallbacks", Integer, nullable=False),
+    )
+
+
+agg_day_class = _daily_aggregate(
+    "agg_day_class", Column("class_key", Integer, primary_key=True, autoincrement=False)
+)
+agg_day_user = _daily_aggregate(
+    "agg_day_user", Column("user_key", Integer, primary_key=True, autoincrement=False)
+)
+agg_day_outcome = _daily_aggregate(
+    "agg_day_outcome",
+    Column("model_key", Integer, primary_key=True, autoincrement=False),
+    Column("status_code", SmallInteger, primary_key=True, autoincrement=False),
+    # '' for success: NULL cannot be part of a key that upserts match on.
+    Column("error_code", String(64), primary_key=True),
+    Column("cache_hit", Boolean, primary_key=True),
+    Column("is_fallback", Boolean, primary_key=True),
+)
+DAILY_AGGREGATES = (agg_day_class, agg_day_user, agg_day_outcome)
 
 api_user = Table(
     "api_user",

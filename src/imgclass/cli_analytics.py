@@ -1,0 +1,155 @@
+"""``imgclass stats`` (the analytics cube in a terminal) and ``imgclass demo seed``.
+
+``stats`` takes the same language as ``GET /api/v1/analytics/cube`` (it goes through
+the same ``cube_params.parse_cube``): ``--group-by``, ``--measures``, ``--from``,
+``--to``, ``--filter DIM=VALUES`` (repeatable), ``--order``, ``--limit``, ``--rollup``,
+``--pivot``; it prints an aligned table, or CSV / JSON.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def _engine():
+    from imgclass.cli import load_settings
+    from imgclass.warehouse.db import make_engine
+    from imgclass.warehouse.migrate import upgrade
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    return engine
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) >= 1 else f"{value:.4f}"
+    return str(value)
+
+
+@click.command()
+@click.option("--group-by", "group_by", help="dimensions, e.g. day,class (see README: Analytics)")
+@click.option("--measures", help="measures, e.g. requests,avg_time_ms,p95_time_ms")
+@click.option("--from", "time_from", help="ISO date or datetime (UTC), inclusive")
+@click.option("--to", "time_to", help="ISO date (inclusive) or datetime (exclusive)")
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="DIM=VALUES",
+    help="e.g. user=alice,bob or concept=dog (repeatable; all must match)",
+)
+@click.option("--order", help="requested columns, - for descending, e.g. -requests")
+@click.option("--limit", help="rows (default 1000, at most 100000)")
+@click.option("--rollup", is_flag=True, help="add subtotals and totals")
+@click.option("--pivot", help="one of the --group-by dimensions, turned into columns")
+@click.option("--csv", "as_csv", is_flag=True, help="print CSV")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (the API's cube body)")
+def stats(
+    group_by, measures, time_from, time_to, filters, order, limit, rollup, pivot, as_csv, as_json
+):
+    """Query the analytics cube: group, filter and measure the recorded requests."""
+    from imgclass.errors import BadRequest
+    from imgclass.warehouse.cube import Cube, csv_lines, result_rows
+    from imgclass.warehouse.cube_params import parse_cube
+
+    if as_csv and as_json:
+        raise click.UsageError("choose one of --csv and --json")
+    params = {
+        name: value
+        for name, value in {
+            "group_by": group_by,
+            "measures": measures,
+            "from": time_from,
+            "to": time_to,
+            "order": order,
+            "limit": limit,
+            "pivot": pivot,
+            "rollup": "true" if rollup else None,
+        }.items()
+        if value is not None
+    }
+    for item in filters:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise click.UsageError(f"--filter {item!r}: expected DIM=VALUES, e.g. user=alice")
+        if name in params:
+            raise click.UsageError(f"--filter {name}: given twice; use one comma-separated list")
+        params[name] = value
+    try:
+        query = parse_cube(params)
+        result = Cube(_engine()).run(query)
+    except BadRequest as exc:
+        raise click.UsageError(exc.message) from exc
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    if as_csv:
+        for line in csv_lines(result.columns, result_rows(result)):
+            click.echo(line.rstrip("\r\n"))
+        return
+    table = Table(*result.columns, show_footer=False)
+    for name, column in zip(result.columns, table.columns, strict=True):
+        if name not in result.dimensions:
+            column.justify = "right"
+    for row in result_rows(result):
+        table.add_row(*(_cell(v) for v in row))
+    console = Console()
+    console.print(table)
+    if result.truncated:
+        console.print(f"[yellow]more rows than --limit {query.limit}; raise it or filter[/]")
+
+
+@click.group()
+def demo() -> None:
+    """Synthetic data to explore the analytics with."""
+
+
+@demo.command("seed")
+@click.option("--events", type=click.IntRange(1, 10_000_000), default=10_000, show_default=True)
+@click.option("--days", type=click.IntRange(1, 3650), default=30, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="same seed, same events")
+def demo_seed(events, days, seed) -> None:
+    """Record realistic synthetic requests over the last DAYS days (see warehouse/demo.py)."""
+    from imgclass.vision.labels import imagenet_labels
+    from imgclass.warehouse.demo import seed_demo
+    from imgclass.warehouse.recorder import ClassFacts, utc_now
+
+    labels = imagenet_labels()
+    classes = [ClassFacts(i, labels.names[i], labels.wnids[i]) for i in range(len(labels))]
+    engine = _engine()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("recording events", total=events)
+        result = seed_demo(
+            engine,
+            events=events,
+            days=days,
+            classes=classes,
+            now=utc_now(),
+            seed=seed,
+            progress=lambda n: bar.advance(task, n),
+        )
+    click.echo(
+        f"recorded {result.events:,} events from {result.first:%Y-%m-%d %H:%M} to "
+        f"{result.last:%Y-%m-%d %H:%M} UTC, with {result.feedback:,} feedback rows"
+    )

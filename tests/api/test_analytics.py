@@ -1,0 +1,305 @@
+"""/api/v1/analytics: admin only, the answers users see, and hostile parameters."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, inspect, select
+
+from imgclass.app import services
+from imgclass.warehouse.recorder import Event, Recorder, Requester, utc_now
+from imgclass.warehouse.schema import api_event_fact, class_dim, user_dim
+from tests.warehouse.cube_data import expected, make_events, store
+
+API = "/api/v1/analytics"
+
+
+@pytest.fixture
+def seeded(app):
+    rows = make_events(200, seed=11)
+    store(services(app).engine, rows)
+    return rows
+
+
+def get(client, key, path, **params):
+    return client.get(
+        f"{API}/{path}", query_string=params, headers={"Authorization": f"Bearer {key}"}
+    )
+
+
+@pytest.mark.parametrize("path", ["cube", "summary", "timeseries", "events", "concepts"])
+def test_admin_only(app, client, admin_key, path):
+    assert client.get(f"{API}/{path}").status_code == 401
+    _, user_key = services(app).users.add("dora")
+    refused = get(client, user_key, path)
+    assert refused.status_code == 403
+    assert refused.get_json()["error"]["code"] == "forbidden"
+    assert get(client, admin_key, path).status_code == 200
+
+
+def test_cube_json(client, admin_key, seeded):
+    resp = get(
+        client,
+        admin_key,
+        "cube",
+        group_by="day,class",
+        measures="requests,avg_time_ms,p95_time_ms",
+        user="alice",
+        order="-requests",
+        limit=5,
+        rollup="true",
+    )
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["dimensions"] == ["day", "class"]
+    assert body["measures"] == ["requests", "avg_time_ms", "p95_time_ms"]
+    assert len(body["rows"]) == 5 and body["truncated"] is True
+    assert set(body["rows"][0]) == {"day", "class", "requests", "avg_time_ms", "p95_time_ms"}
+    alice = expected(
+        seeded, [], ["requests", "p95_time_ms"], lambda r: r.event.requester.username == "alice"
+    )
+    assert body["totals"]["requests"] == alice[()]["requests"]
+    assert body["totals"]["p95_time_ms"] == pytest.approx(alice[()]["p95_time_ms"])
+    counts = [r["requests"] for r in body["rows"]]
+    assert counts == sorted(counts, reverse=True)
+
+
+def test_cube_csv_is_streamed_with_a_header(client, admin_key, seeded):
+    resp = get(
+        client,
+        admin_key,
+        "cube",
+        group_by="user,cache_hit",
+        measures="requests,error_rate",
+        format="csv",
+    )
+    assert resp.status_code == 200
+    assert resp.mimetype == "text/csv" and resp.is_streamed
+    table = list(csv.reader(io.StringIO(resp.get_data(as_text=True))))
+    assert table[0] == ["user", "cache_hit", "requests", "error_rate"]
+    want = expected(seeded, ["user", "cache_hit"], ["requests"])
+    assert {(r[0], r[1] == "true"): int(r[2]) for r in table[1:]} == {
+        k: v["requests"] for k, v in want.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"group_by": "colour"}, "group_by"),
+        ({"measures": "speed"}, "measures"),
+        ({"flavour": "x"}, "flavour"),
+        ({"from": "2026-11-31"}, "from"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1000001"}, "limit"),
+        ({"group_by": "day", "order": "user"}, "order"),
+        ({"format": "xml"}, "format"),
+    ],
+)
+def test_bad_cube_parameters_are_400(client, admin_key, params, named):
+    resp = get(client, admin_key, "cube", **params)
+    assert resp.status_code == 400
+    error = resp.get_json()["error"]
+    assert error["code"] == "bad_request" and error["message"].startswith(f"{named}:")
+
+
+def test_repeated_parameter_is_400(client, admin_key):
+    resp = client.get(f"{API}/cube?user=a&user=b", headers={"Authorization": f"Bearer {admin_key}"})
+    assert resp.status_code == 400 and "more than once" in resp.get_json()["error"]["message"]
+
+
+HOSTILE = [
+    "'; DROP TABLE api_event_fact; --",
+    "1 OR 1=1",
+    "alice' OR '1'='1",
+    '" OR ""="',
+    "requests) FROM user_dim; --",
+    "day; DELETE FROM class_dim",
+    "concept:1; DROP TABLE concept_dim",
+    "%00\x00",
+    "\u202e" * 10,
+    "x" * 5000,
+]
+PARAMETERS = [
+    "group_by",
+    "measures",
+    "order",
+    "limit",
+    "rollup",
+    "pivot",
+    "format",
+    "from",
+    "to",
+    "minute",
+    "hour",
+    "day",
+    "week",
+    "month",
+    "quarter",
+    "year",
+    "weekday",
+    "hour_of_day",
+    "user",
+    "ip",
+    "user_agent",
+    "class",
+    "model",
+    "status",
+    "image_format",
+    "error_code",
+    "cache_hit",
+    "fallback",
+    "concept",
+    "concept:2",
+]
+
+
+def table_state(app):
+    engine = services(app).engine
+    with engine.connect() as conn:
+        return (
+            sorted(inspect(engine).get_table_names()),
+            conn.execute(select(func.count()).select_from(api_event_fact)).scalar_one(),
+            conn.execute(select(func.count()).select_from(class_dim)).scalar_one(),
+            conn.execute(select(func.count()).select_from(user_dim)).scalar_one(),
+        )
+
+
+def test_sql_injection_at_every_parameter(app, client, admin_key, seeded):
+    before = table_state(app)
+    for endpoint in ("cube", "summary", "timeseries", "events", "concepts"):
+        for name in [*PARAMETERS, "grain", "parent"]:
+            for value in HOSTILE:
+                params = {name: value}
+                if endpoint == "cube" and name not in ("group_by", "pivot"):
+                    params.setdefault("group_by", "day")
+                resp = get(client, admin_key, endpoint, **params)
+                assert resp.status_code in (200, 400), (endpoint, name, value, resp.status_code)
+                if resp.status_code == 200 and endpoint in ("cube", "events"):
+                    assert resp.mimetype == "application/json" or name == "format"
+                    assert resp.get_json()["rows"] == [], (endpoint, name, value)
+                if resp.status_code == 400:
+                    assert resp.get_json()["error"]["code"] == "bad_request"
+    assert table_state(app) == before
+
+
+def test_summary(app, client, admin_key, seeded):
+    now = utc_now()
+    who = Requester(9, "zed", "10.9.9.9", "curl/8")
+    Recorder(services(app).engine).record(
+        [
+            Event("t1", now, who, "predict", 200, 4.0),
+            Event("t2", now, who, "predict", 503, 2.0, error_code="model_unavailable"),
+            Event("y1", now - timedelta(days=1), who, "predict", 200, 3.0),
+        ]
+    )
+    body = get(client, admin_key, "summary").get_json()
+    assert set(body) == {
+        "totals",
+        "today",
+        "yesterday",
+        "top_classes",
+        "top_users",
+        "errors_by_code",
+        "models",
+    }
+    assert body["totals"]["requests"] == len(seeded) + 3
+    assert body["today"] == {"requests": 2, "errors": 1}
+    assert body["yesterday"] == {"requests": 1, "errors": 0}
+    want = expected(seeded, ["class"], ["requests"], lambda r: r.event.status_code == 200)
+    top = sorted(want.items(), key=lambda kv: (-kv[1]["requests"], kv[0]))[:10]
+    assert [(r["class"], r["requests"]) for r in body["top_classes"]] == [
+        (k[0], v["requests"]) for k, v in top
+    ]
+    assert {r["error_code"] for r in body["errors_by_code"]} >= {
+        "model_unavailable",
+        "corrupt_image",
+    }
+    assert {(r["model"], r["fallback"]) for r in body["models"]} == {
+        ("efficientnet-lite0@0.1.0+fp32", False),
+        ("efficientnet-lite0@0.1.0+int8", True),
+    }  # no "none": failed requests had no model
+    alice = get(client, admin_key, "summary", user="alice").get_json()
+    assert [r["user"] for r in alice["top_users"]] == ["alice"]
+    assert alice["today"] == {"requests": 0, "errors": 0}
+    for name in ("p50_time_ms", "p95_time_ms", "p99_time_ms"):
+        assert alice["totals"][name] == pytest.approx(
+            expected(seeded, [], [name], lambda r: r.event.requester.username == "alice")[()][name]
+        )
+
+
+def test_timeseries(client, admin_key, seeded):
+    body = get(
+        client,
+        admin_key,
+        "timeseries",
+        grain="hour",
+        measures="requests,p95_time_ms",
+        to="2026-12-29",
+    ).get_json()
+    assert body["grain"] == "hour" and body["measures"] == ["requests", "p95_time_ms"]
+    want = expected(seeded, ["hour"], ["requests"], lambda r: r.event.event_time.day == 29)
+    assert [(r["time"], r["requests"]) for r in body["rows"]] == sorted(
+        (k[0], v["requests"]) for k, v in want.items()
+    )
+    assert get(client, admin_key, "timeseries", grain="fortnight").status_code == 400
+
+
+def test_events(client, admin_key, seeded):
+    body = get(client, admin_key, "events", limit=5, user="bob").get_json()
+    bobs = sorted(
+        (r for r in seeded if r.event.requester.username == "bob"),
+        key=lambda r: r.event.event_time,
+        reverse=True,
+    )
+    assert [r["request_id"] for r in body["rows"]] == [r.event.request_id for r in bobs[:5]]
+    first = body["rows"][0]
+    assert set(first) == {
+        "event_time",
+        "request_id",
+        "user",
+        "ip",
+        "class",
+        "confidence",
+        "time_ms",
+        "status",
+        "error_code",
+        "model",
+        "cache_hit",
+        "fallback",
+        "filename",
+    }
+    assert first["user"] == "bob"
+    assert get(client, admin_key, "events", limit=501).status_code == 400
+
+
+def test_concepts_drill_down_from_animal_to_a_breed(client, admin_key, seeded):
+    roots = get(client, admin_key, "concepts").get_json()
+    assert roots["concept"] is None and roots["path"] == []
+    names = {c["name"]: c for c in roots["children"]}
+    animals = {281, 283, 285, 207, 208, 250, 134, 1}  # not 517 (crane, the machine), 948, 963
+    assert names["animal"]["requests"] == sum(
+        1 for r in seeded if r.event.predicted and r.event.predicted.class_id in animals
+    )
+    assert names["artifact"]["requests"] > 0 and names["matter"]["requests"] > 0
+    node = "animal"
+    for step in ("chordate", "vertebrate", "mammal", "placental", "carnivore", "canine", "dog"):
+        children = {
+            c["name"]: c
+            for c in get(client, admin_key, "concepts", parent=node).get_json()["children"]
+        }
+        assert step in children, (node, list(children))
+        node = children[step]["wnid"]
+    dog = get(client, admin_key, "concepts", parent=node).get_json()
+    assert [p["name"] for p in dog["path"]][-3:] == ["carnivore", "canine", "dog"]
+    breeds = sum(c["requests"] for c in dog["children"])
+    assert breeds == sum(
+        1 for r in seeded if r.event.predicted and r.event.predicted.class_id in (207, 208, 250)
+    )
+    husky = get(client, admin_key, "concepts", parent="Siberian_husky").get_json()
+    assert husky["children"] == [] and husky["concept"]["name"] == "Siberian_husky"
+    crane = get(client, admin_key, "concepts", parent="crane")
+    assert crane.status_code == 400 and "wnid" in crane.get_json()["error"]["message"]

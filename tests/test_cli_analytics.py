@@ -1,0 +1,92 @@
+"""imgclass demo seed and imgclass stats, run as a user would."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from imgclass.cli import main
+from imgclass.warehouse.db import make_engine
+from imgclass.warehouse.demo import FAILURES, USERS
+from imgclass.warehouse.schema import api_event_fact, prediction_feedback, user_dim
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGCLASS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("IMGCLASS_DATABASE_URL", raising=False)
+    return tmp_path
+
+
+def run(*args):
+    return CliRunner(env={"COLUMNS": "200"}).invoke(main, list(args), catch_exceptions=False)
+
+
+def engine(env):
+    return make_engine(f"sqlite:///{env / 'data' / 'imgclass.db'}")
+
+
+def test_demo_seed_records_realistic_events(env):
+    result = run("demo", "seed", "--events", "3000", "--days", "7", "--seed", "4")
+    assert result.exit_code == 0, result.output
+    assert "recorded 3,000 events" in result.stdout
+    with engine(env).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(api_event_fact)).scalar_one() == 3000
+        users = set(conn.execute(select(user_dim.c.username).distinct()).scalars())
+        assert users == {name for name, *_ in USERS}
+        codes = set(conn.execute(select(api_event_fact.c.error_code).distinct()).scalars()) - {None}
+        assert codes <= {code for _, code, _ in FAILURES} | {"model_unavailable"}
+        assert len(codes) >= 4
+        for flag in (api_event_fact.c.cache_hit, api_event_fact.c.is_fallback):
+            share = conn.execute(
+                select(func.avg(func.cast(flag, api_event_fact.c.time_taken.type)))
+            ).scalar_one()
+            assert 0.01 < share < 0.3
+        assert conn.execute(select(func.count()).select_from(prediction_feedback)).scalar_one() > 10
+
+
+def test_stats_table_csv_and_json(env):
+    assert run("demo", "seed", "--events", "800", "--days", "3").exit_code == 0
+    table = run(
+        "stats",
+        "--group-by",
+        "user",
+        "--measures",
+        "requests,p95_time_ms",
+        "--order",
+        "-requests",
+        "--rollup",
+    )
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert "user" in lines[1] and "p95_time_ms" in lines[1]
+    assert "alice" in lines[3] and "(all)" in table.stdout and "800" in table.stdout
+    as_csv = run(
+        "stats",
+        "--group-by",
+        "day",
+        "--filter",
+        "user=alice,bob",
+        "--filter",
+        "status=2xx",
+        "--csv",
+    )
+    rows = list(csv.reader(io.StringIO(as_csv.stdout)))
+    assert rows[0] == ["day", "requests"] and len(rows) >= 3
+    as_json = json.loads(
+        run("stats", "--group-by", "user", "--filter", "user=alice,bob", "--json").stdout
+    )
+    assert {r["user"] for r in as_json["rows"]} == {"alice", "bob"}
+    assert sum(int(r[1]) for r in rows[1:]) <= sum(r["requests"] for r in as_json["rows"])
+
+
+def test_stats_bad_options_say_what_is_wrong(env):
+    result = CliRunner().invoke(main, ["stats", "--group-by", "colour"])
+    assert result.exit_code == 2 and "group_by: unknown dimension 'colour'" in result.output
+    result = CliRunner().invoke(main, ["stats", "--filter", "alice"])
+    assert result.exit_code == 2 and "DIM=VALUES" in result.output

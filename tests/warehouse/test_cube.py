@@ -1,0 +1,357 @@
+"""The cube against plain-Python answers on random events, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from imgclass.errors import BadRequest
+from imgclass.warehouse.cube import MEASURES, Cube, csv_lines, result_rows
+from imgclass.warehouse.cube_params import parse_cube
+from imgclass.warehouse.db import make_engine
+from imgclass.warehouse.migrate import upgrade
+from imgclass.warehouse.percentile import (
+    SQLITE_FUNCTION,
+    PercentileAggregate,
+    ordered_percentile,
+    percentile_cont,
+)
+from imgclass.warehouse.schema import api_event_fact
+from tests.support.postgres import temporary_database
+from tests.warehouse.cube_data import DIMENSION_VALUES, expected, make_events, store
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def seeded(request, tmp_path_factory):
+    rows = make_events()
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('cube') / 'w.db'}")
+        upgrade(engine)
+        store(engine, rows)
+        yield Cube(engine), rows
+        engine.dispose()
+        return
+    with temporary_database() as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        store(engine, rows)
+        yield Cube(engine), rows
+        engine.dispose()
+
+
+def by_key(result, dims, measures) -> dict[tuple, dict]:
+    return {tuple(r[d] for d in dims): {m: r[m] for m in measures} for r in result.rows}
+
+
+def assert_same(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for key, values in want.items():
+        for name, value in values.items():
+            if value is None or isinstance(value, int):
+                assert got[key][name] == value, (key, name)
+            else:
+                assert got[key][name] == pytest.approx(value, rel=1e-9), (key, name)
+
+
+@pytest.mark.parametrize("dimension", list(DIMENSION_VALUES))
+def test_every_dimension_with_every_measure(seeded, dimension):
+    cube, rows = seeded
+    query = parse_cube({"group_by": dimension, "measures": ",".join(MEASURES)})
+    result = cube.run(query)
+    assert not result.truncated
+    assert_same(by_key(result, [dimension], MEASURES), expected(rows, [dimension], list(MEASURES)))
+
+
+def test_two_dimensions_and_totals(seeded):
+    cube, rows = seeded
+    names = ["requests", "p50_time_ms", "p99_time_ms", "avg_time_ms", "distinct_users"]
+    query = parse_cube(
+        {"group_by": "day,class", "measures": ",".join(names), "rollup": "true", "limit": "5000"}
+    )
+    result = cube.run(query)
+    assert_same(by_key(result, ["day", "class"], names), expected(rows, ["day", "class"], names))
+    subtotals = {(r["day"],): {m: r[m] for m in names} for r in result.subtotals}
+    assert_same(subtotals, expected(rows, ["day"], names))
+    assert_same({(): result.totals}, expected(rows, [], names))
+
+
+@pytest.mark.parametrize(
+    ("params", "keep"),
+    [
+        ({"user": "alice,carol"}, lambda r: r.event.requester.username in ("alice", "carol")),
+        (
+            {"class": "tabby,Persian cat"},
+            lambda r: r.event.predicted is not None and r.event.predicted.class_id in (281, 283),
+        ),
+        (
+            {"class": "n02123045"},
+            lambda r: r.event.predicted is not None and r.event.predicted.class_id == 281,
+        ),
+        (
+            {"concept": "dog"},
+            lambda r: (
+                r.event.predicted is not None and r.event.predicted.class_id in (207, 208, 250)
+            ),
+        ),
+        (
+            {"concept": "cat,bird"},
+            lambda r: (
+                r.event.predicted is not None and r.event.predicted.class_id in (281, 283, 285, 134)
+            ),
+        ),
+        (
+            {"concept:0": "artifact"},
+            lambda r: r.event.predicted is not None and r.event.predicted.class_id == 517,
+        ),
+        ({"ip": "10.0.0.2"}, lambda r: r.event.requester.ip_address == "10.0.0.2"),
+        (
+            {"user_agent": '"Mozilla/5.0 (X11, Linux x86_64)",Wget/1.21'},
+            lambda r: r.event.requester.user_agent.startswith(("Mozilla", "Wget")),
+        ),
+        ({"model": "efficientnet-lite0@0.1.0+int8"}, lambda r: r.event.is_fallback),
+        ({"model": "efficientnet-lite0"}, lambda r: r.event.model is not None),
+        ({"status": "4xx"}, lambda r: 400 <= r.event.status_code < 500),
+        ({"status": "200,503"}, lambda r: r.event.status_code in (200, 503)),
+        ({"error_code": "corrupt_image"}, lambda r: r.event.error_code == "corrupt_image"),
+        (
+            {"image_format": "PNG"},
+            lambda r: r.event.image is not None and r.event.image.format == "PNG",
+        ),
+        ({"cache_hit": "true"}, lambda r: r.event.cache_hit),
+        ({"fallback": "no"}, lambda r: not r.event.is_fallback),
+        (
+            {"minute": "2026-12-29T22:05,2026-12-29T22:06"},
+            lambda r: (
+                r.event.event_time.strftime("%H:%M") in ("22:05", "22:06")
+                and r.event.event_time.day == 29
+            ),
+        ),
+        ({"hour": "2026-12-29T23"}, lambda r: r.event.event_time.strftime("%d %H") == "29 23"),
+        ({"day": "2026-12-31,2027-01-02"}, lambda r: r.event.event_time.day in (31, 2)),
+        ({"week": "2026-W53"}, lambda r: r.event.event_time.isocalendar().week == 53),
+        ({"month": "2027-01"}, lambda r: r.event.event_time.month == 1),
+        ({"quarter": "2026-Q4"}, lambda r: r.event.event_time.year == 2026),
+        ({"year": "2027"}, lambda r: r.event.event_time.year == 2027),
+        ({"weekday": "3,4"}, lambda r: r.event.event_time.isoweekday() in (3, 4)),
+        ({"hour_of_day": "22"}, lambda r: r.event.event_time.hour == 22),
+        (
+            {"from": "2026-12-31", "to": "2027-01-02"},
+            lambda r: "2026-12-31" <= r.event.event_time.date().isoformat() <= "2027-01-02",
+        ),
+        (
+            {"from": "2026-12-29T22:30:30", "to": "2026-12-29T23:00:15+00:00"},
+            lambda r: "2026-12-29 22:30:30" <= str(r.event.event_time) < "2026-12-29 23:00:15",
+        ),
+        (
+            {"from": "2026-12-30T00:30+01:00"},
+            lambda r: str(r.event.event_time) >= "2026-12-29 23:30",
+        ),
+        (
+            {"user": "alice", "cache_hit": "false", "class": "tabby,goldfish"},
+            lambda r: (
+                r.event.requester.username == "alice"
+                and not r.event.cache_hit
+                and r.event.predicted is not None
+                and r.event.predicted.class_id in (281, 1)
+            ),
+        ),
+    ],
+)
+def test_filters_select_the_same_rows_as_python(seeded, params, keep):
+    cube, rows = seeded
+    names = ["requests", "errors", "p95_time_ms", "avg_confidence"]
+    result = cube.run(parse_cube({"group_by": "user", "measures": ",".join(names), **params}))
+    want = expected(rows, ["user"], names, keep)
+    assert want, "the filter should match some rows"
+    assert_same(by_key(result, ["user"], names), want)
+
+
+def test_unknown_filter_values_give_empty_results(seeded):
+    cube, _ = seeded
+    for params in ({"user": "nobody"}, {"class": "unicorn"}, {"concept": "x' OR '1'='1"}):
+        assert cube.run(parse_cube({"group_by": "day", **params})).rows == []
+        assert cube.totals(parse_cube(params)) == {"requests": 0}
+
+
+def test_order_limit_and_truncation(seeded):
+    cube, rows = seeded
+    want = expected(rows, ["class"], ["requests"])
+    ranked = sorted(want.items(), key=lambda kv: (-kv[1]["requests"], kv[0]))
+    result = cube.run(parse_cube({"group_by": "class", "order": "-requests", "limit": "3"}))
+    assert [(r["class"],) for r in result.rows] == [k for k, _ in ranked[:3]]
+    assert result.truncated
+    everything = cube.run(parse_cube({"group_by": "class", "order": "class", "limit": "100"}))
+    assert [r["class"] for r in everything.rows] == sorted(k[0] for k in want)
+    assert not everything.truncated
+    latest = cube.run(parse_cube({"group_by": "day", "order": "-day", "limit": "1"}))
+    assert latest.rows[0]["day"] == max(k[0] for k in expected(rows, ["day"], ["requests"]))
+
+
+def test_pivot_turns_a_dimension_into_columns(seeded):
+    cube, rows = seeded
+    result = cube.run(
+        parse_cube({"group_by": "day,cache_hit", "pivot": "cache_hit", "measures": "requests"})
+    )
+    assert result.columns == ["day", "false", "true"]
+    want = expected(rows, ["day", "cache_hit"], ["requests"])
+    for row in result.rows:
+        for flag in (False, True):
+            cell = want.get((row["day"], flag))
+            assert row[str(flag).lower()] == (cell["requests"] if cell else None)
+    two = cube.run(
+        parse_cube(
+            {"group_by": "fallback,user", "pivot": "fallback", "measures": "requests,errors"}
+        )
+    )
+    assert two.columns == ["user", "false|requests", "false|errors", "true|requests", "true|errors"]
+
+
+def test_csv_has_a_header_and_marks_rollup_rows(seeded):
+    cube, rows = seeded
+    query = parse_cube(
+        {"group_by": "year,fallback", "measures": "requests,avg_time_ms", "rollup": "1"}
+    )
+    lines = list(csv_lines(*(lambda r: (r.columns, result_rows(r)))(cube.run(query))))
+    assert lines[0] == "year,fallback,requests,avg_time_ms\r\n"
+    assert lines[-1].startswith(f"(all),(all),{len(rows)},")
+    assert any(line.startswith("2026,(all),") for line in lines)
+    assert any(line.startswith("2027,true,") for line in lines)
+    columns, streamed = cube.stream(parse_cube({"group_by": "user", "order": "user"}))
+    assert columns == ["user", "requests"]
+    assert [r[0] for r in streamed] == ["alice", "anonymous", "bob", "carol"]
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"group_by": "day,colour"}, "group_by"),
+        ({"group_by": "concept:99"}, "concept:99"),
+        ({"group_by": "day,day"}, "group_by"),
+        ({"measures": "requests,speed"}, "measures"),
+        ({"colour": "red"}, "colour"),
+        ({"from": "2026-13-01"}, "from"),
+        ({"to": "yesterday"}, "to"),
+        ({"from": "2026-12-02", "to": "2026-12-01"}, "to"),
+        ({"day": "2026-02-30"}, "day"),
+        ({"week": "2026-W54"}, "week"),
+        ({"status": "2x"}, "status"),
+        ({"weekday": "8"}, "weekday"),
+        ({"cache_hit": "maybe"}, "cache_hit"),
+        ({"user": ""}, "user"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "-5"}, "limit"),
+        ({"limit": "100000000000000000000"}, "limit"),
+        ({"order": "-errors"}, "order"),
+        ({"group_by": "day", "order": "class"}, "order"),
+        ({"group_by": "day", "pivot": "class"}, "pivot"),
+        ({"group_by": "day,class", "pivot": "class", "rollup": "true"}, "pivot"),
+        ({"user": '"unterminated'}, "user"),
+    ],
+)
+def test_bad_parameters_are_named(params, parameter):
+    with pytest.raises(BadRequest) as caught:
+        parse_cube(params)
+    assert caught.value.message.startswith(f"{parameter}:")
+    assert caught.value.status == 400
+
+
+# -- the percentile definition on its own -----------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_percentiles_match_numpy_on_small_and_tied_samples(seed, tmp_path):
+    rng = random.Random(seed)
+    db = sqlite3.connect(tmp_path / "p.db")
+    db.create_aggregate(SQLITE_FUNCTION, 2, PercentileAggregate)
+    db.execute("CREATE TABLE t (g INTEGER, v REAL)")
+    samples = {}
+    for group in range(12):
+        n = [1, 2, 3, rng.randint(4, 60)][group % 4]
+        samples[group] = [
+            float(rng.choice([1, 2, 2, 3, 10])) if group % 3 == 0 else rng.uniform(0, 100)
+            for _ in range(n)
+        ]
+        db.executemany("INSERT INTO t VALUES (?, ?)", [(group, v) for v in samples[group]])
+    for p in (0.0, 0.5, 0.95, 0.99, 1.0):
+        got = dict(db.execute(f"SELECT g, {SQLITE_FUNCTION}(v, ?) FROM t GROUP BY g", (p,)))
+        for group, values in samples.items():
+            assert got[group] == pytest.approx(np.percentile(values, p * 100), rel=1e-12)
+
+
+def test_ordered_percentile_reads_the_same_values(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'o.db'}")
+    upgrade(engine)
+    rows = make_events(60, seed=3)
+    store(engine, rows)
+    times = [r.event.time_taken_ms for r in rows]
+    values = select(api_event_fact.c.time_taken)
+    with engine.connect() as conn:
+        for p in (0.0, 0.01, 0.5, 0.9, 0.95, 0.99, 1.0):
+            got = ordered_percentile(conn, values, api_event_fact.c.time_taken, len(times), p)
+            assert got == pytest.approx(np.percentile(times, p * 100), rel=1e-12)
+            agg = conn.execute(select(percentile_cont(api_event_fact.c.time_taken, p))).scalar_one()
+            assert agg == pytest.approx(got, rel=1e-12)
+        assert ordered_percentile(conn, values, api_event_fact.c.time_taken, 0, 0.5) is None
+        assert conn.execute(select(func.count()).select_from(api_event_fact)).scalar_one() == 60
+
+
+# -- daily aggregates ------------------------------------------------------------------
+
+ADDITIVE = "requests,errors,error_rate,avg_time_ms,min_time_ms,max_time_ms,avg_confidence"
+AGGREGATE_QUERIES = [
+    ({"group_by": "day,class"}, "agg_day_class"),
+    ({"group_by": "month,concept:1", "concept": "animal"}, "agg_day_class"),
+    ({"group_by": "quarter,user", "measures": ADDITIVE + ",distinct_users"}, "agg_day_user"),
+    ({"group_by": "year,ip,user_agent", "user": "alice"}, "agg_day_user"),
+    ({"group_by": "day,model,fallback", "status": "2xx"}, "agg_day_outcome"),
+    (
+        {"group_by": "error_code,cache_hit", "from": "2026-12-30", "to": "2027-01-03"},
+        "agg_day_outcome",
+    ),
+    ({"group_by": "day", "day": "2026-12-29,2027-01-01"}, "agg_day_outcome"),
+    ({"group_by": "class", "from": "2026-12-30T00:00:01"}, "api_event_fact"),  # not whole days
+    ({"group_by": "class,user"}, "api_event_fact"),  # no aggregate has both
+    ({"group_by": "hour"}, "api_event_fact"),
+]
+
+
+@pytest.mark.parametrize(("params", "table"), AGGREGATE_QUERIES)
+def test_daily_aggregates_answer_exactly_what_the_facts_do(seeded, params, table):
+    from imgclass.warehouse.cube import choose_source
+
+    cube, _ = seeded
+    query = parse_cube({"measures": ADDITIVE, "limit": "5000", "rollup": "true", **params})
+    assert choose_source(query, query.group_by).table.name == table
+    from_facts = Cube(cube.engine, aggregates=False).run(query)
+    from_aggregates = cube.run(query)
+    dims = list(query.group_by)
+    assert_same(
+        by_key(from_aggregates, dims, query.measures), by_key(from_facts, dims, query.measures)
+    )
+    assert_same({(): from_aggregates.totals}, {(): from_facts.totals})
+
+
+def test_aggregates_rebuilt_from_facts_equal_the_recorded_ones(seeded):
+    from imgclass.warehouse.aggregates import rebuild
+    from imgclass.warehouse.schema import DAILY_AGGREGATES
+
+    cube, _ = seeded
+    with cube.engine.connect() as conn:
+        kept = {t.name: sorted(map(tuple, conn.execute(select(t)))) for t in DAILY_AGGREGATES}
+        conn.rollback()
+        with conn.begin() as transaction:
+            rebuild(conn)
+            rebuilt = {
+                t.name: sorted(map(tuple, conn.execute(select(t)))) for t in DAILY_AGGREGATES
+            }
+            transaction.rollback()  # leave the shared warehouse as it was
+    for name, rows in kept.items():
+        assert len(rows) == len(rebuilt[name]) > 0
+        for a, b in zip(rows, rebuilt[name], strict=True):
+            assert [x if isinstance(x, float) else pytest.approx(x) for x in a] == [
+                pytest.approx(x, rel=1e-9) if isinstance(x, float) else x for x in b
+            ]
