@@ -1,14 +1,21 @@
 """Serve the app with gunicorn: workers sized to the CPUs, one inference thread each.
 
-The parent process migrates the database and creates the first admin before
-forking, so workers start with ready storage and never race each other on it.
+The database is migrated and the first admin created before the workers fork,
+so they start with ready storage and never race each other on it.
+
+The gunicorn master never imports the app (so never ONNX Runtime): storage is
+prepared in a short-lived child process, and each worker imports the app
+itself. ONNX Runtime's native state does not survive fork: workers forked from
+a master that had loaded it aborted (SIGABRT) or hung on exit until gunicorn
+killed them.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+
 from gunicorn.app.base import BaseApplication
 
-from imgclass.app import create_app, prepare_storage
 from imgclass.config import Settings
 from imgclass.warehouse.db import make_engine
 
@@ -38,6 +45,8 @@ class ImgclassServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
+        from imgclass.app import create_app
+
         # Each worker builds its own engine and model session (never shared across fork).
         worker_settings = self.settings.model_copy(
             update={"auto_migrate": False, "bootstrap_admin": False}
@@ -45,8 +54,23 @@ class ImgclassServer(BaseApplication):
         return create_app(worker_settings)
 
 
-def serve(settings: Settings) -> None:
+def _prepare_storage(settings: Settings) -> None:
+    from imgclass.app import prepare_storage
+
     engine = make_engine(settings.effective_database_url)
-    prepare_storage(settings, engine)
-    engine.dispose()
+    try:
+        prepare_storage(settings, engine)
+    finally:
+        engine.dispose()
+
+
+def serve(settings: Settings) -> None:
+    # In a child, so that this process (the master) never imports the app; see above.
+    child = multiprocessing.get_context("fork").Process(
+        target=_prepare_storage, args=(settings,), name="imgclass-prepare-storage"
+    )
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"could not prepare the database (exit code {child.exitcode})")
     ImgclassServer(settings).run()
