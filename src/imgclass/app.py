@@ -116,6 +116,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from imgclass.api import errors, health, models, predict
 
     errors.register(app)
+    from imgclass.api import metrics as http_metrics
+
+    http_metrics.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(predict.bp)

@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     request_timeout_s: int = Field(60, ge=1, description="gunicorn worker timeout")
     log_level: str = "INFO"
 
+    metrics_dir: Path | None = Field(
+        None,
+        description="prometheus_client multiprocess directory for `serve` (emptied at start); "
+        "default <data_dir>/metrics",
+    )
+    metrics_top_classes: int = Field(
+        25, ge=1, le=1000, description="classes named in imgclass_predictions_total per process"
+    )
+
     @field_validator("data_dir", "model_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -71,6 +80,12 @@ class Settings(BaseSettings):
     @property
     def effective_workers(self) -> int:
         return self.workers or available_cpus()
+
+    @property
+    def effective_metrics_dir(self) -> Path:
+        if self.metrics_dir:
+            return self.metrics_dir.expanduser().resolve()
+        return self.data_dir / "metrics"
 
     @property
     def admin_token_path(self) -> Path:

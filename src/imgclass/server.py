@@ -3,11 +3,13 @@
 The database is migrated and the first admin created before the workers fork,
 so they start with ready storage and never race each other on it.
 
-The gunicorn master never imports the app (so never ONNX Runtime): storage is
-prepared in a short-lived child process, and each worker imports the app
-itself. ONNX Runtime's native state does not survive fork: workers forked from
-a master that had loaded it aborted (SIGABRT) or hung on exit until gunicorn
-killed them.
+The gunicorn master never imports the app (so never ONNX Runtime nor
+prometheus_client): storage is prepared in a short-lived child process, and
+each worker imports the app itself. ONNX Runtime's native state does not
+survive fork: workers forked from a master that had loaded it aborted
+(SIGABRT) or hung on exit until gunicorn killed them. And prometheus_client
+must find its multiprocess directory set before it is first imported (see
+ops/multiproc.py); an exited worker's live gauges are dropped in ``child_exit``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import multiprocessing
 from gunicorn.app.base import BaseApplication
 
 from imgclass.config import Settings
+from imgclass.ops import multiproc
 from imgclass.warehouse.db import make_engine
 
 
@@ -40,6 +43,7 @@ class ImgclassServer(BaseApplication):
             # gunicorn's control socket lives at one fixed path per user, so several
             # servers on a machine would clobber each other's; we do not use it.
             "control_socket_disable": True,
+            "child_exit": _child_exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -52,6 +56,10 @@ class ImgclassServer(BaseApplication):
             update={"auto_migrate": False, "bootstrap_admin": False}
         )
         return create_app(worker_settings)
+
+
+def _child_exit(_arbiter, worker) -> None:
+    multiproc.worker_exited(worker.pid)
 
 
 def _prepare_storage(settings: Settings) -> None:
@@ -73,4 +81,5 @@ def serve(settings: Settings) -> None:
     child.join()
     if child.exitcode != 0:
         raise SystemExit(f"could not prepare the database (exit code {child.exitcode})")
+    multiproc.enable(settings.effective_metrics_dir)
     ImgclassServer(settings).run()

@@ -17,6 +17,7 @@ from datetime import datetime
 import numpy as np
 
 from imgclass.errors import ModelUnavailable, ServiceError, StorageUnavailable
+from imgclass.ops import metrics
 from imgclass.vision.classifier import Classifier, Prediction
 from imgclass.vision.images import DecodedImage, content_sha256, load_image
 from imgclass.vision.preprocess import brightness, to_tensor
@@ -84,11 +85,12 @@ class PredictionService:
         for index, upload in enumerate(uploads):
             started = time.perf_counter()
             try:
-                image = load_image(
-                    upload.data,
-                    max_pixels=self.max_image_pixels,
-                    min_short_side=prep.resize_short,
-                )
+                with metrics.stage("decode"):
+                    image = load_image(
+                        upload.data,
+                        max_pixels=self.max_image_pixels,
+                        min_short_side=prep.resize_short,
+                    )
             except ServiceError as exc:
                 self.record_failure(ctx, exc.status, exc.code, upload=upload)
                 if len(uploads) > 1:
@@ -96,12 +98,15 @@ class PredictionService:
                     exc.args = (exc.message,)
                 raise
             decoded.append(image)
-            tensors.append(to_tensor(image.image, prep))
+            metrics.observe_input(image.width, image.height, image.n_bytes)
+            with metrics.stage("preprocess"):
+                tensors.append(to_tensor(image.image, prep))
             prep_ms.append((time.perf_counter() - started) * 1000)
 
         started = time.perf_counter()
         try:
-            predictions = classifier.predict(np.stack(tensors), top_k)
+            with metrics.stage("inference"):
+                predictions = classifier.predict(np.stack(tensors), top_k)
         except ModelUnavailable as exc:
             self.record_failure(ctx, exc.status, exc.code)
             raise
@@ -141,12 +146,15 @@ class PredictionService:
                 )
             )
         try:
-            self.recorder.record(events)
+            with metrics.stage("db_write"):
+                self.recorder.record(events)
         except Exception as exc:
             log.exception("could not record request %s", ctx.request_id)
             raise StorageUnavailable(
                 "the request could not be recorded, so it was not processed; retry later"
             ) from exc
+        for result in results:  # what the client is told, now that it is recorded
+            metrics.observe_prediction(result.predictions[0].label, result.predictions[0].score)
         return results
 
     def record_failure(
