@@ -97,11 +97,17 @@ def served_baseline(workers: int):
 
 
 @contextmanager
-def served(workers: int | None = None, threads: int | None = None):
-    """Run `imgclass serve` on a free port with a throwaway data dir; yield its base URL."""
+def served(workers: int | None = None, threads: int | None = None, **settings: str):
+    """Run `imgclass serve` on a free port with a throwaway data dir; yield its base URL.
+
+    ``settings``: extra IMGCLASS_* variables, e.g. ``CACHE_ENTRIES="0"``.
+    """
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "IMGCLASS_DATA_DIR": tmp, "IMGCLASS_PORT": str(port)}
+        # wrk sends hundreds of requests a second from one address: lift the rate limits.
+        env.update(IMGCLASS_RATE_LIMIT_PER_IP="", IMGCLASS_RATE_LIMIT_PER_KEY="")
+        env.update({f"IMGCLASS_{name}": value for name, value in settings.items()})
         env.setdefault("IMGCLASS_MODEL_DIR", str(REPO / "models"))
         if workers:
             env["IMGCLASS_WORKERS"] = str(workers)

@@ -48,8 +48,9 @@ def settled_ok_facts(data_dir: Path) -> int:
 
 
 def service_rows(images: dict[str, Path], concurrencies: list[int], seconds: float) -> list[dict]:
+    """The service on cache misses: wrk repeats one file, so the result cache is turned off."""
     rows = []
-    with served() as (base, data_dir):
+    with served(CACHE_ENTRIES="0") as (base, data_dir):
         url = base + "/api/v1/predict"
         run_wrk(url, next(iter(images.values())), 4, 3)  # warm-up
         for name, path in images.items():
@@ -62,6 +63,45 @@ def service_rows(images: dict[str, Path], concurrencies: list[int], seconds: flo
                 result.update(image=name, facts_match=0 <= extra <= c)
                 rows.append(result)
     return rows
+
+
+CACHE_CONCURRENCY = 16
+
+
+def cache_rows(images: dict[str, Path], seconds: float) -> list[dict]:
+    """The same image repeated with the cache on: after the first request, every one is a hit."""
+    rows = []
+    with served() as (base, data_dir):
+        url = base + "/api/v1/predict"
+        for name, path in images.items():
+            before = settled_ok_facts(data_dir)
+            result = run_wrk(url, path, CACHE_CONCURRENCY, seconds)
+            extra = settled_ok_facts(data_dir) - before - result["ok"]
+            result.update(image=name, facts_match=0 <= extra <= CACHE_CONCURRENCY)
+            rows.append(result)
+    return rows
+
+
+def render_cache(misses: list[dict], hits: list[dict]) -> list[str]:
+    lines = [
+        "",
+        f"Result cache: the same image repeated at concurrency {CACHE_CONCURRENCY}, cache on "
+        "(every request after the first is a hit) against the miss rows above (cache off).",
+        "",
+        "| image | hit req/s | hit p50 ms | hit p99 ms | errors | facts = 2xx | miss req/s "
+        "| hit / miss |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    index = {(r["image"], r["concurrency"]): r for r in misses}
+    for h in hits:
+        miss = index.get((h["image"], CACHE_CONCURRENCY))
+        ratio = f"{h['rps'] / miss['rps']:.1f}x" if miss and miss["rps"] else "-"
+        lines.append(
+            f"| {h['image']} | {h['rps']:.1f} | {h['p50_ms']:.1f} | {h['p99_ms']:.1f} "
+            f"| {h['errors']} | {'yes' if h['facts_match'] else 'NO'} "
+            f"| {miss['rps'] if miss else 0:.1f} | {ratio} |"
+        )
+    return lines
 
 
 BASELINE_IMAGES = ("640x480 JPEG", "4032x3024 JPEG")
@@ -148,8 +188,10 @@ def main() -> None:
             path.write_bytes(data)
             paths[name] = path
         rows = service_rows(paths, args.concurrency, args.seconds)
+        hits = cache_rows(paths, args.seconds)
         baseline = baseline_rows(paths, args.seconds)
-    report = render(limit, rows, args.seconds) + "\n".join(render_baseline(rows, baseline)) + "\n"
+    report = render(limit, rows, args.seconds)
+    report += "\n".join(render_cache(rows, hits) + render_baseline(rows, baseline)) + "\n"
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     OUTPUT.write_text(report)
     print(report)

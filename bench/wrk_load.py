@@ -1,6 +1,9 @@
 """Drive a server with wrk (Debian's `wrk`, a C load generator) posting one image as multipart.
 
 python -m bench.wrk_load URL IMAGE --concurrency 16 --seconds 15
+
+wrk repeats one file, so a server with its result cache on answers all but the first
+request from the cache: start it with IMGCLASS_CACHE_ENTRIES=0 to measure the model path.
 """
 
 from __future__ import annotations

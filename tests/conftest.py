@@ -69,7 +69,14 @@ def coffee_jpeg(photos) -> bytes:
 
 @pytest.fixture
 def settings(tmp_path, model_dir) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model_dir=model_dir, database_url=None)
+    return make_settings(tmp_path / "data", model_dir)
+
+
+def make_settings(data_dir: Path, model_dir: Path, **overrides) -> Settings:
+    """Settings for an app under test; tests that build their own apps start from these."""
+    # No background drift thread: tests call DriftMonitor.update() when they need a report.
+    defaults = {"database_url": None, "drift_interval_s": 0}
+    return Settings(data_dir=data_dir, model_dir=model_dir, **{**defaults, **overrides})
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """``create_app(settings)``: build the services once, register blueprints and error handlers.
 
-Everything a request needs (engine, recorder, classifier, user store) is built
+Everything a request needs (engine, recorder, model chain, cache, user store) is built
 here and kept in ``app.extensions["imgclass"]``; nothing on the request path
 opens connections, loads models or reads configuration.
 """
@@ -11,18 +11,29 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import Flask
 from sqlalchemy import Engine
 
 from imgclass.config import Settings
 from imgclass.errors import ModelUnavailable
+from imgclass.ops import metrics
+from imgclass.ops.cache import make_cache
+from imgclass.ops.limits import install_rate_limits
+from imgclass.ops.privacy import IpPolicy, load_or_create_key
+from imgclass.ops.security import install_security
 from imgclass.service import PredictionService
 from imgclass.vision.classifier import OnnxClassifier, model_path
+from imgclass.vision.fallback import ModelChain
 from imgclass.warehouse.db import make_engine
 from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.recorder import Recorder
 from imgclass.warehouse.users import UserError, UserStore
+
+if TYPE_CHECKING:
+    from imgclass.ops.drift import DriftMonitor
+    from imgclass.ops.feedback import FeedbackService
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +44,25 @@ class Services:
     engine: Engine
     users: UserStore
     predictor: PredictionService
+    ip_policy: IpPolicy
+    drift: DriftMonitor | None = None
+    feedback: FeedbackService | None = None
 
 
 def services(app: Flask) -> Services:
     return app.extensions["imgclass"]
 
 
-def load_classifier(settings: Settings) -> tuple[OnnxClassifier | None, str | None]:
-    """The configured model, or None and the reason it could not be loaded."""
-    path = model_path(settings.model_dir, settings.model_name, settings.model_precision)
+def load_classifier(
+    settings: Settings, precision: str | None = None
+) -> tuple[OnnxClassifier | None, str | None]:
+    """The configured model (or another export of it), or None and the reason it failed."""
+    precision = precision or settings.model_precision
+    path = model_path(settings.model_dir, settings.model_name, precision)
     if not path.is_file():
         message = (
             f"model file {path} is missing; run "
-            f"`imgclass model export --precision {settings.model_precision}` (or `make install`)"
+            f"`imgclass model export --precision {precision}` (or `make install`)"
         )
         log.error("%s", message)
         return None, message
@@ -54,6 +71,48 @@ def load_classifier(settings: Settings) -> tuple[OnnxClassifier | None, str | No
     except ModelUnavailable as exc:
         log.error("%s", exc.message)
         return None, exc.message
+
+
+def build_model_chain(settings: Settings) -> ModelChain:
+    """The primary model (with its inference timeout) and the fallback export, if any."""
+
+    def load_primary() -> OnnxClassifier:
+        classifier, error = load_classifier(settings)
+        if classifier is None:
+            raise ModelUnavailable(error)
+        classifier.timeout_s = settings.inference_timeout_s or None
+        return classifier
+
+    fallback = None
+    if settings.fallback_precision not in ("none", settings.model_precision):
+        fallback, error = load_classifier(settings, precision=settings.fallback_precision)
+        if fallback is None:
+            log.warning("no fallback model: %s", error)
+    primary_name = f"{settings.model_name}-{settings.model_precision}"
+    fallback_name = f"{settings.model_name}-{settings.fallback_precision}"
+    chain = ModelChain(
+        load_primary,
+        fallback,
+        failure_threshold=settings.breaker_failures,
+        reset_after_s=settings.breaker_reset_s,
+        primary_name=primary_name,
+        on_breaker_change=metrics.set_breaker_state,
+        on_fallback=lambda _name: metrics.fallback_activated(fallback_name),
+    )
+    metrics.set_breaker_state(primary_name, chain.breaker_state)  # changes come from the chain
+    if chain.fallback is not None:
+        metrics.fallback_available(fallback_name)
+    return chain
+
+
+def build_ip_policy(settings: Settings) -> IpPolicy:
+    key = None
+    if settings.ip_storage == "hashed":
+        if settings.ip_hash_key:
+            key = settings.ip_hash_key.encode()
+        else:
+            key = load_or_create_key(settings.ip_hash_key_path)
+    return IpPolicy(settings.ip_storage, key)
 
 
 def prepare_storage(settings: Settings, engine: Engine) -> None:
@@ -100,20 +159,32 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     engine = make_engine(settings.effective_database_url)
     prepare_storage(settings, engine)
-    classifier, error = load_classifier(settings)
     app.extensions["imgclass"] = Services(
         settings=settings,
         engine=engine,
         users=UserStore(engine),
         predictor=PredictionService(
-            classifier=classifier,
-            classifier_error=error,
+            models=build_model_chain(settings),
             recorder=Recorder(engine),
             max_image_pixels=settings.max_image_pixels,
+            cache=make_cache(
+                max_entries=settings.cache_entries,
+                ttl_s=settings.cache_ttl_s,
+                redis_url=settings.redis_url,
+            ),
         ),
+        ip_policy=build_ip_policy(settings),
     )
 
-    from imgclass.api import errors, health, models, predict
+    from imgclass.ops.drift import DriftMonitor
+    from imgclass.ops.feedback import FeedbackService
+
+    app.extensions["imgclass"].drift = DriftMonitor(engine, settings)
+    app.extensions["imgclass"].feedback = FeedbackService(engine)
+    # Background drift updates (per process; IMGCLASS_DRIFT_INTERVAL_S=0 turns them off).
+    app.extensions["imgclass"].drift.start()
+
+    from imgclass.api import drift, errors, feedback, health, models, predict
 
     errors.register(app)
     from imgclass.api import metrics as http_metrics
@@ -122,4 +193,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(predict.bp)
+    app.register_blueprint(drift.bp)
+    app.register_blueprint(feedback.bp)
+
+    # Last: they wrap every blueprint registered above.
+    install_security(app, settings)
+    install_rate_limits(app, settings)
     return app

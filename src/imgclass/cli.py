@@ -49,7 +49,7 @@ def serve(host, port, workers, threads) -> None:
     from imgclass.server import serve as run_server
 
     settings = load_settings(host=host, port=port, workers=workers, threads=threads)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     run_server(settings)
 
 
@@ -195,6 +195,45 @@ def db_upgrade() -> None:
     click.echo(f"database at revision {current_revision(engine)}")
 
 
+@db.command("prune")
+@click.option(
+    "--older-than",
+    required=True,
+    help="a number of days (e.g. 90d or 90) or an ISO date; events before it are deleted",
+)
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def db_prune(older_than, yes) -> None:
+    """Delete old events (retention) and the dimension rows no event uses any more."""
+    from imgclass.warehouse.db import make_engine
+    from imgclass.warehouse.privacy import prune_events
+    from imgclass.warehouse.recorder import utc_now
+
+    cutoff = _parse_cutoff(older_than, utc_now())
+    if not yes:
+        click.confirm(f"delete every event before {cutoff:%Y-%m-%d %H:%M} UTC?", abort=True)
+    report = prune_events(make_engine(load_settings().effective_database_url), cutoff)
+    click.echo(
+        f"deleted {report.facts} events, {report.feedback} feedback rows, {report.users} "
+        f"user rows, {report.images} image rows, {report.minutes} time rows"
+    )
+
+
+def _parse_cutoff(raw: str, now):
+    from datetime import datetime, timedelta
+
+    text = raw.strip().lower()
+    days = text.removesuffix("d")
+    if days.isdigit():
+        return now - timedelta(days=int(days))
+    try:
+        return datetime.fromisoformat(raw.strip()).replace(tzinfo=None)
+    except ValueError:
+        raise click.BadParameter(
+            f"{raw!r} is neither a number of days (90d) nor an ISO date (2026-01-31)",
+            param_hint="--older-than",
+        ) from None
+
+
 @main.group()
 def users() -> None:
     """API users and their keys."""
@@ -257,6 +296,27 @@ def users_revoke(name) -> None:
     except UserError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"revoked {account.username!r}")
+
+
+@users.command("forget")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def users_forget(name, yes) -> None:
+    """Erase a user's personal data: address, user agent, name; their event counts stay."""
+    from imgclass.warehouse.privacy import forget_user
+    from imgclass.warehouse.users import UserError
+
+    store = _user_store()
+    if not yes:
+        click.confirm(f"forget {name!r} (cannot be undone)?", abort=True)
+    try:
+        report = forget_user(store.engine, name)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"forgot {report.username!r}: {report.facts_kept} events kept as {report.pseudonym!r}, "
+        f"{report.dimension_rows_removed} address/agent rows removed, key revoked"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

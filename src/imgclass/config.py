@@ -8,10 +8,11 @@ at ``os.environ`` itself.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +37,26 @@ class Settings(BaseSettings):
     model_name: str = Field("efficientnet-lite0", description="model to serve")
     model_precision: Literal["fp32", "int8"] = Field("fp32", description="which export to serve")
 
+    fallback_precision: Literal["int8", "fp32", "none"] = Field(
+        "int8", description="export of the same weights that answers when the primary fails"
+    )
+    inference_timeout_s: float = Field(
+        5.0, ge=0, description="abandon a primary inference after this long (0: no limit)"
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="consecutive primary failures that open the circuit breaker"
+    )
+    breaker_reset_s: float = Field(
+        30.0, gt=0, description="seconds the breaker stays open before probing the primary"
+    )
+    cache_entries: int = Field(
+        4096, ge=0, description="in-process result cache size per worker (0: off)"
+    )
+    cache_ttl_s: float = Field(3600.0, gt=0, description="result cache entry lifetime")
+    redis_url: str | None = Field(
+        None, description="Redis URL for a result cache shared by all workers and replicas"
+    )
+
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="request body limit")
     max_image_pixels: int = Field(
         50_000_000, gt=0, description="width x height above which an image is refused"
@@ -46,6 +67,27 @@ class Settings(BaseSettings):
     require_auth: bool = Field(False, description="refuse anonymous predict requests")
     auto_migrate: bool = Field(True, description="run database migrations when the app starts")
     bootstrap_admin: bool = Field(True, description="create an admin user if there is none")
+
+    rate_limit_per_ip: str = Field(
+        "100/second", description="flask-limiter limit per client IP ('' turns it off)"
+    )
+    rate_limit_per_key: str = Field(
+        "100/second", description="flask-limiter limit per API key ('' turns it off)"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed to call the API from a browser"
+    )
+    proxy_hops: int = Field(
+        0, ge=0, le=5, description="trusted proxies in front (X-Forwarded-For hops to trust)"
+    )
+
+    ip_storage: Literal["full", "truncated", "hashed"] = Field(
+        "full", description="what the warehouse keeps of client addresses"
+    )
+    ip_hash_key: str | None = Field(
+        None, description="secret for hashed IPs; default: generated into <data_dir>/ip-hash-key"
+    )
+    log_format: Literal["json", "text"] = Field("json", description="log line format")
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -66,10 +108,52 @@ class Settings(BaseSettings):
         25, ge=1, le=1000, description="classes named in imgclass_predictions_total per process"
     )
 
+    # Drift: Population Stability Index of a recent window against a reference window.
+    drift_reference_events: int = Field(
+        1000, ge=1, le=100_000, description="reference = the first N successful events"
+    )
+    drift_reference_start: datetime | None = Field(
+        None, description="reference = events from this UTC time (with drift_reference_end)"
+    )
+    drift_reference_end: datetime | None = Field(
+        None, description="... up to (excluding) this UTC time; replaces the first-N reference"
+    )
+    drift_recent_events: int = Field(
+        500, ge=1, le=100_000, description="recent = the last M successful events"
+    )
+    drift_recent_minutes: int | None = Field(
+        None, ge=1, description="recent = events of the last T minutes (replaces the last M)"
+    )
+    drift_min_events: int = Field(
+        200, ge=1, description="fewer events in either window: no index, 'insufficient_data'"
+    )
+    drift_bins: int = Field(10, ge=2, le=50, description="quantile bins / top categories")
+    drift_threshold: float = Field(0.2, gt=0, description="PSI above this is significant drift")
+    drift_interval_s: float = Field(
+        60, ge=0, description="seconds between background drift updates; 0 = no background"
+    )
+
     @field_validator("data_dir", "model_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("drift_reference_start", "drift_reference_end")
+    @classmethod
+    def _naive_utc(cls, value: datetime | None) -> datetime | None:
+        # The warehouse stores naive UTC; a zoned time is converted, a naive one is UTC.
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    @model_validator(mode="after")
+    def _reference_range(self) -> Settings:
+        start, end = self.drift_reference_start, self.drift_reference_end
+        if (start is None) != (end is None):
+            raise ValueError("set both drift_reference_start and drift_reference_end, or neither")
+        if start is not None and end is not None and start >= end:
+            raise ValueError("drift_reference_start must be before drift_reference_end")
+        return self
 
     @property
     def effective_database_url(self) -> str:
@@ -86,6 +170,10 @@ class Settings(BaseSettings):
         if self.metrics_dir:
             return self.metrics_dir.expanduser().resolve()
         return self.data_dir / "metrics"
+
+    @property
+    def ip_hash_key_path(self) -> Path:
+        return self.data_dir / "ip-hash-key"
 
     @property
     def admin_token_path(self) -> Path:

@@ -59,3 +59,15 @@ class StorageUnavailable(ServiceError):
 
     status = 503
     code = "storage_unavailable"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    """The request is well-formed but the state of the resource does not allow it."""
+
+    status = 409
+    code = "conflict"

@@ -37,7 +37,14 @@ def test_readyz_reports_a_read_only_database(settings, app):
 
 
 def test_models_lists_what_is_loaded(client, classifier):
-    (model,) = client.get("/api/v1/models").get_json()["models"]
+    body = client.get("/api/v1/models").get_json()
+    model, fallback = body["models"]
+    assert (model["role"], fallback["role"], body["circuit_breaker"]) == (
+        "primary",
+        "fallback",
+        "closed",
+    )
+    assert fallback["precision"] == "int8" and fallback["sha256"] != model["sha256"]
     assert model["name"] == "efficientnet-lite0" and model["version"] == classifier.info.version
     assert model["input_size"] == [3, 224, 224] and model["classes"] == 1000
     assert model["sha256"] == classifier.info.sha256 and model["runtime"].startswith("onnxruntime")

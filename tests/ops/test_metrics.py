@@ -147,10 +147,12 @@ def test_rejected_upload_is_timed_but_never_counted_as_a_prediction(client):
 
 def test_model_readiness_and_disk_describe_the_server(client, app):
     samples = scrape(client)
-    (model,) = client.get("/api/v1/models").get_json()["models"]
+    models = client.get("/api/v1/models").get_json()["models"]
     info = series(samples, "imgclass_model_info")
-    labels = {"name": model["name"], "version": model["version"], "sha256": model["sha256"]}
-    assert info[frozenset(labels.items())] == 1
+    for model in models:  # the primary and the fallback
+        labels = {"name": model["name"], "version": model["version"], "sha256": model["sha256"]}
+        assert info[frozenset(labels.items())] == 1
+    assert len(models) == 2
     assert value(samples, "imgclass_ready", check="model") == 1
     assert value(samples, "imgclass_ready", check="database") == 1
     free = value(samples, "imgclass_data_dir_free_bytes")

@@ -21,9 +21,15 @@ def healthz():
 def readyz():
     svc = services(current_app)
     checks, reasons = {}, []
-    if svc.predictor.classifier is None:
+    chain = svc.predictor.models
+    if not chain.available:
         checks["model"] = "not loaded"
-        reasons.append(f"model: {svc.predictor.classifier_error}")
+        reasons.append(f"model: {chain.unavailable_reason}")
+    elif chain.primary is None or chain.breaker_state != "closed":
+        # Still serving, from the fallback: ready, but say so.
+        checks["model"] = (
+            f"fallback ({chain.primary_error or 'primary breaker ' + chain.breaker_state})"
+        )
     else:
         checks["model"] = "ok"
     try:

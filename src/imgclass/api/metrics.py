@@ -25,10 +25,10 @@ def scrape():
     svc = services(current_app)
     health.readyz()  # runs the readiness checks, which set imgclass_ready
     metrics.set_disk_usage(svc.settings.data_dir)
-    classifier = svc.predictor.classifier
-    if classifier is not None:
-        info = classifier.info
-        metrics.set_model_info(info.name, info.version, info.sha256)
+    chain = svc.predictor.models
+    for model in (chain.primary, chain.fallback):
+        if model is not None:
+            metrics.set_model_info(model.info.name, model.info.version, model.info.sha256)
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)
 

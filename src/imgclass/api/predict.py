@@ -60,10 +60,11 @@ def predict():
 
     with metrics.images_in_flight(len(uploads)):
         results = svc.predictor.predict(ctx, uploads, top_k)
-    info = svc.predictor.classifier.info
+    # The request's model: whoever answered the images that were not cached.
+    answered = next((r for r in results if not r.cached), results[0])
     return jsonify(
         request_id=ctx.request_id,
-        model={"name": info.name, "version": info.version},
+        model=_model_json(answered.model, answered.is_fallback),
         results=[
             {
                 "filename": r.filename,
@@ -72,10 +73,16 @@ def predict():
                     for p in r.predictions
                 ],
                 "time_ms": round(r.time_ms, 3),
+                "cached": r.cached,
+                "model": _model_json(r.model, r.is_fallback),
             }
             for r in results
         ],
     )
+
+
+def _model_json(info, is_fallback: bool) -> dict:
+    return {"name": info.name, "version": info.version, "fallback": is_fallback}
 
 
 def parse_top_k(raw: str | None, default: int) -> int:
@@ -141,6 +148,6 @@ def _requester(user_id: int, username: str) -> Requester:
     return Requester(
         user_id=user_id,
         username=username,
-        ip_address=request.remote_addr or "unknown",
+        ip_address=services(current_app).ip_policy(request.remote_addr or "unknown"),
         user_agent=request.headers.get("User-Agent", "")[:512],
     )

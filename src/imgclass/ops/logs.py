@@ -1,10 +1,20 @@
-"""Logging set-up: one line per record, tagged with the request id when there is one."""
+"""Logging set-up: one record per line, JSON by default, tagged with the request id.
+
+Log lines carry messages, never request bodies or headers: the service logs error codes,
+request ids and exception text, so API keys and image bytes cannot reach the logs through
+it (tests/ops/test_logs.py sends both and searches the output).
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import TextIO
 
 from flask import g, has_request_context
+from pythonjsonlogger.json import JsonFormatter
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+JSON_FIELDS = ["asctime", "levelname", "name", "request_id", "message"]
 
 
 class RequestIdFilter(logging.Filter):
@@ -13,12 +23,19 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler()
+def setup_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Route every log record to ``stream`` (stderr by default) in the chosen format."""
+    handler = logging.StreamHandler(stream)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-    )
+    if fmt == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                JSON_FIELDS,
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

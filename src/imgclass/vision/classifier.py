@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -80,10 +81,65 @@ def top_k_predictions(logits: np.ndarray, top_k: int, labels: Labels) -> list[li
     return results
 
 
-class OnnxClassifier:
-    """An exported model on ONNX Runtime (CPU), built once per process."""
+class _Watchdog:
+    """Stops an ONNX Runtime run that overruns its deadline.
 
-    def __init__(self, path: Path, *, threads: int = 1, labels: Labels | None = None):
+    One daemon thread per classifier, armed around each run (runs are serialised
+    by the classifier's lock, so one slot is enough). Setting
+    ``RunOptions.terminate`` makes ONNX Runtime abandon the run at the next
+    node and raise; a timer thread per run would cost a thread start per image.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._options: ort.RunOptions | None = None
+        self._deadline = 0.0
+        self._thread: threading.Thread | None = None
+
+    def arm(self, options: ort.RunOptions, timeout_s: float) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="onnx-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._options = options
+            self._deadline = time.monotonic() + timeout_s
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._options = None
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                if self._options is None:
+                    self._cond.wait()
+                    continue
+                remaining = self._deadline - time.monotonic()
+                if remaining <= 0:
+                    self._options.terminate = True
+                    self._options = None
+                else:
+                    self._cond.wait(remaining)
+
+
+class OnnxClassifier:
+    """An exported model on ONNX Runtime (CPU), built once per process.
+
+    ``timeout_s``: abandon an inference that runs longer (ModelUnavailable), so
+    a stuck model fails over instead of holding the request.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int = 1,
+        labels: Labels | None = None,
+        timeout_s: float | None = None,
+    ):
         if not path.is_file():
             raise ModelUnavailable(
                 f"model file {path} is missing; run `imgclass model export` (or `make install`)"
@@ -105,6 +161,8 @@ class OnnxClassifier:
         # cores, and gunicorn's threads running it at once would oversubscribe them
         # (measured: docs/PERFORMANCE.md). Other threads keep decoding meanwhile.
         self._run_lock = threading.Lock()
+        self.timeout_s = timeout_s
+        self._watchdog = _Watchdog()
         meta = self._session.get_modelmeta().custom_metadata_map
         self._input = self._session.get_inputs()[0].name
         self.labels = labels or imagenet_labels()
@@ -125,10 +183,22 @@ class OnnxClassifier:
         )
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
+        timeout = self.timeout_s
         try:
             with self._run_lock:
-                return self._session.run(None, {self._input: batch})[0]
+                if not timeout:
+                    return self._session.run(None, {self._input: batch})[0]
+                options = ort.RunOptions()
+                self._watchdog.arm(options, timeout)
+                try:
+                    return self._session.run(None, {self._input: batch}, options)[0]
+                finally:
+                    self._watchdog.disarm()
         except Exception as exc:
+            if timeout and "terminate" in str(exc):
+                raise ModelUnavailable(
+                    f"inference took longer than {timeout:g} s and was stopped"
+                ) from exc
             raise ModelUnavailable(f"inference failed: {exc}") from exc
 
     def predict(self, batch: np.ndarray, top_k: int) -> list[list[Prediction]]:

@@ -76,7 +76,13 @@ def content_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_image(data: bytes, *, max_pixels: int, min_short_side: int | None = None) -> DecodedImage:
+def load_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    min_short_side: int | None = None,
+    sha256: str | None = None,
+) -> DecodedImage:
     """Decode ``data`` into an upright RGB image or raise a typed, user-facing error.
 
     ``min_short_side``: the smallest short side the caller needs; JPEGs larger
@@ -84,7 +90,7 @@ def load_image(data: bytes, *, max_pixels: int, min_short_side: int | None = Non
     """
     if not data:
         raise BadRequest("the uploaded file is empty", code="empty_file")
-    sha = content_sha256(data)
+    sha = sha256 or content_sha256(data)  # the caller may have hashed it already (cache key)
     with warnings.catch_warnings():
         # Pillow warns (rather than raises) about oversized images and odd
         # metadata; our own checks below decide, so keep warnings out of logs.

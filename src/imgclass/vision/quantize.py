@@ -90,8 +90,26 @@ def held_out_tensors(prep: Preprocessing, per_photo: int = 25) -> list[np.ndarra
     return tensors(HELD_OUT_PHOTOS, per_photo, prep, seed=2)
 
 
-def quantize_int8(fp32_path: Path, target: Path, prep: Preprocessing) -> None:
-    """Write a statically quantized copy of ``fp32_path`` to ``target``."""
+def depthwise_conv_names(path: Path) -> list[str]:
+    """Names of the grouped (depthwise) convolutions of an ONNX graph."""
+    import onnx
+
+    names = []
+    for node in onnx.load(str(path)).graph.node:
+        if node.op_type == "Conv":
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            if group > 1:
+                names.append(node.name)
+    return names
+
+
+def quantize_int8(
+    fp32_path: Path, target: Path, prep: Preprocessing, *, keep_fp32: list[str] | None = None
+) -> None:
+    """Write a statically quantized copy of ``fp32_path`` to ``target``.
+
+    ``keep_fp32``: node names left unquantized (bench/int8_profile.py experiments).
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -126,4 +144,5 @@ def quantize_int8(fp32_path: Path, target: Path, prep: Preprocessing) -> None:
                 # against 93% for plain min/max: docs/PERFORMANCE.md).
                 calibrate_method=CalibrationMethod.Percentile,
                 extra_options={"CalibPercentile": 99.999},
+                nodes_to_exclude=keep_fp32 or [],
             )

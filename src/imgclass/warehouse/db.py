@@ -22,7 +22,9 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
+    # A "file:" URI (?uri=true) names its path inside the URI: no directory to create.
+    is_uri = parsed.query.get("uri") == "true" or (parsed.database or "").startswith("file:")
+    if parsed.database and parsed.database != ":memory:" and not is_uri:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, Table, and_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from imgclass.warehouse.db import WRITE
 from imgclass.warehouse.schema import (
@@ -105,6 +106,16 @@ class Recorder:
         """Write ``events`` in one transaction; raises if they could not be stored."""
         if not events:
             return
+        try:
+            self._write(events)
+        except IntegrityError:
+            # A cached dimension key can go stale when `imgclass users forget` or
+            # `db prune` deletes its row under a running server: forget the cache and
+            # look every key up again, once.
+            self._cache.clear()
+            self._write(events)
+
+    def _write(self, events: Sequence[Event]) -> None:
         learned: dict[tuple, int] = {}
         with self.engine.connect() as conn:
             conn.execution_options(**WRITE)

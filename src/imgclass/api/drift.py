@@ -1,0 +1,28 @@
+"""``GET /api/v1/drift`` (admin): the latest drift report, per feature with its bins.
+
+The background monitor keeps the report current; ``?fresh=true`` recomputes it
+now (and updates the gauges), as does the first call before any background run.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from imgclass.app import services
+from imgclass.errors import BadRequest
+from imgclass.ops.auth import require_admin
+
+bp = Blueprint("drift", __name__, url_prefix="/api/v1")
+
+TRUE, FALSE = {"1", "true", "yes"}, {"0", "false", "no", ""}
+
+
+@bp.get("/drift")
+def drift():
+    svc = services(current_app)
+    require_admin(svc.users, request.headers.get("Authorization"))
+    raw = request.args.get("fresh", "false").strip().lower()
+    if raw not in TRUE | FALSE:
+        raise BadRequest("fresh must be true or false", code="invalid_parameter")
+    report = svc.drift.report(fresh=raw in TRUE)
+    return jsonify(report.to_dict())

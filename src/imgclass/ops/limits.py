@@ -1,0 +1,65 @@
+"""Rate limits per client IP and per API key (flask-limiter), shared through Redis when set.
+
+Two buckets apply to every request outside the exempt operational endpoints: one per client
+IP (``IMGCLASS_RATE_LIMIT_PER_IP``) and one per presented API key
+(``IMGCLASS_RATE_LIMIT_PER_KEY``), so one key cannot escape its limit by spreading over
+addresses and one address cannot by rotating keys. Over a limit the answer is 429
+``too_many_requests`` with ``Retry-After``. With ``IMGCLASS_REDIS_URL`` the counters live in
+Redis and hold across workers and replicas; otherwise each worker counts for itself.
+
+Keys are bucketed by a hash of the presented bearer token, never the token itself, and
+without a database lookup: an unknown key still spends its bucket before it is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import Flask, request
+from flask_limiter import Limiter
+
+from imgclass.config import Settings
+
+# Probes and scrapes must never be throttled: a limited /readyz would take a healthy
+# replica out of its load balancer.
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def client_ip() -> str:
+    return request.remote_addr or "unknown"
+
+
+def presented_key() -> str:
+    header = request.headers.get("Authorization", "")
+    return hashlib.sha256(header.encode()).hexdigest()[:32]
+
+
+def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
+    """Attach the limiter to every blueprint registered so far; None when both limits are off."""
+    per_ip, per_key = settings.rate_limit_per_ip, settings.rate_limit_per_key
+    if not per_ip and not per_key:
+        return None
+    limiter = Limiter(
+        key_func=client_ip,
+        app=app,
+        application_limits=[per_ip] if per_ip else [],
+        storage_uri=settings.redis_url or "memory://",
+        # Redis down must not take the API down: count in memory meanwhile.
+        in_memory_fallback_enabled=bool(settings.redis_url),
+        swallow_errors=True,
+        headers_enabled=True,
+        key_prefix="imgclass",
+        strategy="moving-window",
+    )
+    limiter.request_filter(lambda: request.path in EXEMPT_PATHS)
+    if per_key:
+        by_key = limiter.shared_limit(
+            per_key,
+            scope="api-key",
+            key_func=presented_key,
+            exempt_when=lambda: not request.headers.get("Authorization"),
+            override_defaults=False,
+        )
+        for blueprint in app.blueprints.values():
+            by_key(blueprint)
+    return limiter

@@ -1,0 +1,72 @@
+"""What the warehouse keeps of a client address: all of it, a truncated network, or a keyed hash.
+
+``IMGCLASS_IP_STORAGE``:
+- ``full``: the address as seen (after trusted-proxy resolution);
+- ``truncated``: IPv4 to its /24, IPv6 to its /48 (``203.0.113.0``, ``2001:db8:1::``), enough
+  for "which network" analytics and no longer one household;
+- ``hashed``: ``h:`` + 16 hex digits of HMAC-SHA256 under a secret key, so the same client
+  groups together while the address cannot be recovered (a plain hash of the 2^32 IPv4
+  addresses is reversed in minutes; a keyed one is not without the key).
+
+The key comes from ``IMGCLASS_IP_HASH_KEY`` or, if unset, is generated once into
+``<data dir>/ip-hash-key`` (mode 0600) so hashes stay stable across restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
+from pathlib import Path
+
+TRUNCATE_V4 = 24
+TRUNCATE_V6 = 48
+
+
+def truncate_ip(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "unknown"
+    prefix = TRUNCATE_V4 if ip.version == 4 else TRUNCATE_V6
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
+def hash_ip(address: str, key: bytes) -> str:
+    return "h:" + hmac.new(key, address.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The hashing key saved at ``path``, created (0600) on first use."""
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    key = secrets.token_bytes(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker created it first
+        return bytes.fromhex(path.read_text().strip())
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex() + "\n")
+    return key
+
+
+class IpPolicy:
+    """Turns a client address into what gets stored, per ``IMGCLASS_IP_STORAGE``."""
+
+    def __init__(self, mode: str, key: bytes | None = None):
+        if mode == "hashed" and not key:
+            raise ValueError("hashed IP storage needs a key")
+        self.mode = mode
+        self._key = key
+
+    def __call__(self, address: str) -> str:
+        if self.mode == "truncated":
+            return truncate_ip(address)
+        if self.mode == "hashed":
+            return hash_ip(address, self._key)
+        return address
