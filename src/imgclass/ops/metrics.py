@@ -183,19 +183,20 @@ BREAKER_STATE = Gauge(
 
 DRIFT_PSI = Gauge(
     "imgclass_drift_psi",
-    "Population Stability Index of the recent window against the reference window, by feature.",
+    "Population Stability Index of the recent window against the reference window, by feature "
+    "(NaN while a window has too few events).",
     ["feature"],
-    # PSI is computed from the warehouse, which every process shares: the newest
-    # computation is the truth, even when the process that made it has since exited.
-    multiprocess_mode="mostrecent",
+    # Every live worker recomputes the same figure from the shared warehouse: the
+    # newest value of a live process is the truth ("max" would keep a dead worker's
+    # stale maximum, and NaN, for too little data, does not order).
+    multiprocess_mode="livemostrecent",
     registry=REGISTRY,
 )
 DRIFT_THRESHOLD = Gauge(
     "imgclass_drift_threshold",
     "PSI above which a feature counts as drifted (the configured alert threshold).",
-    # Configuration, set by any process; the newest setting wins, and it stays
-    # visible across worker restarts.
-    multiprocess_mode="mostrecent",
+    # Set with the PSI by the same workers; merged the same way.
+    multiprocess_mode="livemostrecent",
     registry=REGISTRY,
 )
 FEEDBACK = Counter(
@@ -329,6 +330,11 @@ def cache_hit() -> None:
 
 def cache_miss() -> None:
     CACHE_MISSES.inc()
+
+
+def fallback_available(model: str) -> None:
+    """A fallback ``model`` is configured: export its activation counter from 0."""
+    FALLBACK_ACTIVATIONS.labels(model)
 
 
 def fallback_activated(model: str) -> None:
