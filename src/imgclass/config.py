@@ -7,6 +7,7 @@ at ``os.environ`` itself.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,7 +103,7 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = Field(
         None,
         description="prometheus_client multiprocess directory for `serve` (emptied at start); "
-        "default <data_dir>/metrics",
+        "default: one per data dir in /dev/shm",
     )
     metrics_top_classes: int = Field(
         25, ge=1, le=1000, description="classes named in imgclass_predictions_total per process"
@@ -169,6 +170,13 @@ class Settings(BaseSettings):
     def effective_metrics_dir(self) -> Path:
         if self.metrics_dir:
             return self.metrics_dir.expanduser().resolve()
+        # Not on the data disk: prometheus_client mmaps sparse files there, and a worker
+        # that writes a metric while that filesystem is full dies of SIGBUS (measured: a
+        # crash loop on a full data disk). /dev/shm is memory; one directory per data dir.
+        shm = Path("/dev/shm")
+        if shm.is_dir() and os.access(shm, os.W_OK):
+            key = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
+            return shm / f"imgclass-metrics-{key}"
         return self.data_dir / "metrics"
 
     @property

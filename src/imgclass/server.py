@@ -44,6 +44,7 @@ class ImgclassServer(BaseApplication):
             # servers on a machine would clobber each other's; we do not use it.
             "control_socket_disable": True,
             "child_exit": _child_exit,
+            "on_exit": _on_exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -60,6 +61,10 @@ class ImgclassServer(BaseApplication):
 
 def _child_exit(_arbiter, worker) -> None:
     multiproc.worker_exited(worker.pid)
+
+
+def _on_exit(_arbiter) -> None:
+    multiproc.cleanup()
 
 
 def _prepare_storage(settings: Settings) -> None:

@@ -137,8 +137,8 @@ def stack(tmp_path_factory, model_dir):
     root = tmp_path_factory.mktemp("monitoring")
     empty_models = root / "no-models"
     empty_models.mkdir()
-    healthy = start_imgclass(root / "healthy", model_dir)
-    broken = start_imgclass(root / "broken", empty_models)
+    healthy = start_imgclass(root / "healthy", model_dir, metrics_dir=root / "healthy-metrics")
+    broken = start_imgclass(root / "broken", empty_models, metrics_dir=root / "broken-metrics")
     receiver = WebhookReceiver()
     started = []
     try:
@@ -166,6 +166,7 @@ def stack(tmp_path_factory, model_dir):
             assert "Traceback" not in output, output
             # Every worker exits by itself: none aborted, none killed after the grace period.
             assert server.proc.returncode == 0 and "was sent SIG" not in output, output
+            assert not server.metrics_dir.exists()  # the master removed its files
 
 
 def scrape(server) -> dict:

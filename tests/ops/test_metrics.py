@@ -233,6 +233,7 @@ def test_functions_for_cache_fallback_drift_feedback_and_backups(client):
     metrics.cache_hit()
     metrics.cache_miss()
     metrics.fallback_activated("efficientnet-lite0-int8")
+    metrics.fallback_available("spare-model")
     metrics.set_breaker_state("efficientnet-lite0-fp32", "open")
     metrics.set_breaker_state("efficientnet-lite0-int8", "half_open")
     metrics.set_drift_psi("brightness", 0.31)
@@ -249,6 +250,8 @@ def test_functions_for_cache_fallback_drift_feedback_and_backups(client):
     assert delta("imgclass_cache_hits_total") == 2
     assert delta("imgclass_cache_misses_total") == 1
     assert delta("imgclass_fallback_activations_total", model="efficientnet-lite0-int8") == 1
+    spare = frozenset({"model": "spare-model"}.items())
+    assert series(after, "imgclass_fallback_activations_total")[spare] == 0  # exported at 0
     state = "imgclass_circuit_breaker_state"
     assert value(after, state, model="efficientnet-lite0-fp32") == 2
     assert value(after, state, model="efficientnet-lite0-int8") == 1

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from imgclass.config import Settings
 from tests.support.prom import parse, value
 
 
@@ -100,3 +101,14 @@ def test_values_of_several_processes_are_summed_and_dead_ones_live_gauges_droppe
     assert value(after_exit, "imgclass_http_requests_total", **requests) == 7
     assert value(after_exit, "imgclass_images_in_flight") == 2
     assert value(after_exit, "imgclass_ready", check="model") == 1
+
+
+def test_default_directory_is_off_the_data_disk_and_one_per_data_dir(tmp_path):
+    a = Settings(data_dir=tmp_path / "a")
+    b = Settings(data_dir=tmp_path / "b")
+    assert a.effective_metrics_dir == Settings(data_dir=tmp_path / "a").effective_metrics_dir
+    assert a.effective_metrics_dir != b.effective_metrics_dir
+    if Path("/dev/shm").is_dir():
+        assert a.effective_metrics_dir.parent == Path("/dev/shm")
+    mine = Settings(data_dir=tmp_path / "a", metrics_dir=tmp_path / "m")
+    assert mine.effective_metrics_dir == tmp_path / "m"

@@ -87,16 +87,23 @@ def spawn(name: str, args: list[str], workdir: Path, env: dict | None = None, ba
 class Imgclass(Process):
     data_dir: Path = Path()
     model_dir: Path = Path()
-
-    @property
-    def metrics_dir(self) -> Path:
-        return self.data_dir / "metrics"
+    metrics_dir: Path | None = None
 
 
-def start_imgclass(workdir: Path, model_dir: Path, *, workers: int = 2) -> Imgclass:
-    """`imgclass serve` on a free port; call ``wait_until("/readyz")`` (or /healthz) next."""
+def start_imgclass(
+    workdir: Path,
+    model_dir: Path,
+    *,
+    workers: int = 2,
+    data_dir: Path | None = None,
+    metrics_dir: Path | None = None,
+) -> Imgclass:
+    """`imgclass serve` on a free port; call ``wait_until("/readyz")`` (or /healthz) next.
+
+    The metrics directory is ``metrics_dir`` if given, else the server's default.
+    """
     port = free_port()
-    data_dir = workdir / "data"
+    data_dir = data_dir or workdir / "data"
     env = {
         **os.environ,
         "IMGCLASS_DATA_DIR": str(data_dir),
@@ -106,9 +113,13 @@ def start_imgclass(workdir: Path, model_dir: Path, *, workers: int = 2) -> Imgcl
     }
     for name in ("IMGCLASS_DATABASE_URL", "IMGCLASS_METRICS_DIR", "PROMETHEUS_MULTIPROC_DIR"):
         env.pop(name, None)
+    if metrics_dir is not None:
+        env["IMGCLASS_METRICS_DIR"] = str(metrics_dir)
     imgclass = str(Path(sys.executable).parent / "imgclass")
     process = spawn("imgclass", [imgclass, "serve"], workdir, env, f"http://127.0.0.1:{port}")
-    return Imgclass(**vars(process), data_dir=data_dir, model_dir=model_dir)
+    return Imgclass(
+        **vars(process), data_dir=data_dir, model_dir=model_dir, metrics_dir=metrics_dir
+    )
 
 
 def start_prometheus(binary: str, config: Path, workdir: Path) -> Process:

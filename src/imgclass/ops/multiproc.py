@@ -15,6 +15,7 @@ imports the app: the workers it forks import it, in multiprocess mode.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -43,14 +44,32 @@ def enable(directory: Path) -> Path:
             "import the app only after imgclass.ops.multiproc.enable()"
         )
     directory.mkdir(parents=True, exist_ok=True)
-    for entry in directory.iterdir():
-        if _METRIC_FILE.match(entry.name):
-            entry.unlink(missing_ok=True)
+    _remove_files(directory)
     # prometheus_client reads the directory from the environment, in this
     # process and in the forked workers; there is no other way to hand it over.
     os.environ[ENV_VAR] = str(directory)
     _directory = directory
     return directory
+
+
+def cleanup() -> None:
+    """Remove this server's metric files, and the directory if that empties it.
+
+    Called by the master at exit: nothing reads them after, and the default
+    directory is in memory (/dev/shm).
+    """
+    if _directory is None:
+        return
+    _remove_files(_directory)
+    # Kept if something else lives there (or it is a mount point).
+    with contextlib.suppress(OSError):
+        _directory.rmdir()
+
+
+def _remove_files(directory: Path) -> None:
+    for entry in directory.iterdir():
+        if _METRIC_FILE.match(entry.name):
+            entry.unlink(missing_ok=True)
 
 
 def directory() -> Path | None:
