@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import model_speed
+from bench import model_speed, torchserve_bench
 from bench.common import REPO, served, served_baseline, test_images
 from bench.wrk_load import run_wrk, wrk_available
 from imgclass.config import available_cpus
@@ -116,27 +116,46 @@ def baseline_rows(images: dict[str, Path], seconds: float) -> list[dict]:
         run_wrk(url, images[BASELINE_IMAGES[0]], 2, 3)  # warm-up
         for name in BASELINE_IMAGES:
             for c in BASELINE_CONCURRENCY:
-                rows.append({**run_wrk(url, images[name], c, seconds), "image": name})
+                result = run_wrk(url, images[name], c, seconds)
+                rows.append({**result, "image": name, "server": "tutorial Flask + PyTorch"})
     return rows
 
 
-def render_baseline(ours: list[dict], baseline: list[dict]) -> list[str]:
+def render_baseline(
+    ours: list[dict], baseline: list[dict], torchserve: str | list[dict]
+) -> list[str]:
+    """``torchserve``: its rows, or why it was not measured."""
     lines = [
         "",
         "Baseline: tutorial-style Flask + PyTorch + per-request sqlite3 (bench/baseline_app.py), "
         "gunicorn sync workers, one per CPU, one torch thread each, same wrk load.",
+    ]
+    if isinstance(torchserve, str):
+        lines.append(f"TorchServe not measured: {torchserve}.")
+        torchserve = []
+    else:
+        runs = {r["server"]: torchserve_bench.describe(r) for r in torchserve}
+        lines.append(
+            f"TorchServe {torchserve_bench.version()} (bench/torchserve_bench.py) serving the "
+            "same weights with its image-classifier preprocessing, multipart field `data`: "
+            + "; ".join(f"{server}: {how}" for server, how in runs.items())
+            + ". wrk counts completed requests only: a row with few completed requests "
+            "had the rest still queued at its deadline."
+        )
+    lines += [
         "",
-        "| image | concurrency | baseline req/s | baseline p99 ms | baseline errors "
-        "| imgclass req/s | imgclass / baseline |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server | image | concurrency | req/s | completed | p99 ms | errors "
+        "| imgclass req/s | imgclass / server |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     index = {(r["image"], r["concurrency"]): r for r in ours}
-    for b in baseline:
+    for b in baseline + torchserve:
         mine = index.get((b["image"], b["concurrency"]))
         ratio = f"{mine['rps'] / b['rps']:.1f}x" if mine and b["rps"] else "-"
         lines.append(
-            f"| {b['image']} | {b['concurrency']} | {b['rps']:.1f} | {b['p99_ms']:.1f} "
-            f"| {b['errors']} | {mine['rps'] if mine else 0:.1f} | {ratio} |"
+            f"| {b['server']} | {b['image']} | {b['concurrency']} | {b['rps']:.1f} "
+            f"| {b['requests']} | {b['p99_ms']:.1f} | {b['errors']} "
+            f"| {mine['rps'] if mine else 0:.1f} | {ratio} |"
         )
     return lines
 
@@ -180,6 +199,9 @@ def main() -> None:
     if not wrk_available():
         raise SystemExit("wrk is not installed: apt-get install wrk (make bench does this)")
     images = test_images()
+    torchserve_missing = torchserve_bench.unavailable()
+    if torchserve_missing:
+        print(f"TorchServe will not be measured: {torchserve_missing}")
     limit = model_speed.measure(min(args.seconds, 10.0), images)
     with tempfile.TemporaryDirectory() as tmp:
         paths = {}
@@ -190,8 +212,12 @@ def main() -> None:
         rows = service_rows(paths, args.concurrency, args.seconds)
         hits = cache_rows(paths, args.seconds)
         baseline = baseline_rows(paths, args.seconds)
+        torchserve = torchserve_missing or torchserve_bench.torchserve_rows(
+            paths, args.seconds, BASELINE_IMAGES, BASELINE_CONCURRENCY
+        )
     report = render(limit, rows, args.seconds)
-    report += "\n".join(render_cache(rows, hits) + render_baseline(rows, baseline)) + "\n"
+    extra = render_cache(rows, hits) + render_baseline(rows, baseline, torchserve)
+    report += "\n".join(extra) + "\n"
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     OUTPUT.write_text(report)
     print(report)

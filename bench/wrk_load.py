@@ -22,8 +22,11 @@ def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run_wrk(url: str, image: Path, concurrency: int, seconds: float) -> dict:
-    """requests/s, latency percentiles (ms) and errors for one wrk run."""
+def run_wrk(url: str, image: Path, concurrency: int, seconds: float, field: str = "image") -> dict:
+    """requests/s, latency percentiles (ms) and errors for one wrk run.
+
+    ``field``: the multipart field that carries the image ("data" for TorchServe).
+    """
     threads = min(2, concurrency)
     cmd = [
         "wrk",
@@ -36,7 +39,7 @@ def run_wrk(url: str, image: Path, concurrency: int, seconds: float) -> dict:
         str(SCRIPT),
         url,
     ]
-    env = {**os.environ, "IMGCLASS_BENCH_IMAGE": str(image)}
+    env = {**os.environ, "IMGCLASS_BENCH_IMAGE": str(image), "IMGCLASS_BENCH_FIELD": field}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     raw = json.loads(out.strip().splitlines()[-1])
     errors = raw["non_2xx"] + raw["socket_errors"] + raw["timeouts"]
@@ -59,6 +62,7 @@ if __name__ == "__main__":
     parser.add_argument("image", type=Path)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--field", default="image", help="multipart field of the image")
     args = parser.parse_args()
     for c in args.concurrency:
-        print(json.dumps(run_wrk(args.url, args.image, c, args.seconds)))
+        print(json.dumps(run_wrk(args.url, args.image, c, args.seconds, args.field)))

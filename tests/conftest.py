@@ -15,6 +15,9 @@ from imgclass.config import Settings
 from imgclass.vision.classifier import OnnxClassifier, model_path
 from imgclass.vision.export import MODEL_NAME, export_onnx
 
+# database_backend, database_url, db_engine, postgres_url, …: SQLite and PostgreSQL runs.
+pytest_plugins = ["tests.support.backends"]
+
 REPO = Path(__file__).resolve().parents[1]
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
@@ -68,14 +71,16 @@ def coffee_jpeg(photos) -> bytes:
 
 
 @pytest.fixture
-def settings(tmp_path, model_dir) -> Settings:
-    return make_settings(tmp_path / "data", model_dir)
+def settings(tmp_path, model_dir, database_backend, request) -> Settings:
+    # SQLite: the default file in the data dir; PostgreSQL: the test's fresh database.
+    url = request.getfixturevalue("database_url") if database_backend == "postgresql" else None
+    return make_settings(tmp_path / "data", model_dir, database_url=url)
 
 
 def make_settings(data_dir: Path, model_dir: Path, **overrides) -> Settings:
     """Settings for an app under test; tests that build their own apps start from these."""
     # No background drift thread: tests call DriftMonitor.update() when they need a report.
-    defaults = {"database_url": None, "drift_interval_s": 0}
+    defaults = {"database_url": None, "analytics_database_url": None, "drift_interval_s": 0}
     return Settings(data_dir=data_dir, model_dir=model_dir, **{**defaults, **overrides})
 
 
@@ -85,6 +90,7 @@ def app(settings):
     app.config["TESTING"] = True
     yield app
     services(app).engine.dispose()
+    services(app).analytics_engine.dispose()
 
 
 @pytest.fixture

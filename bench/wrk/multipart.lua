@@ -1,6 +1,8 @@
--- POST the image named by IMGCLASS_BENCH_IMAGE as multipart field "image",
--- and print the run's figures as one JSON line for bench/wrk_load.py.
+-- POST the image named by IMGCLASS_BENCH_IMAGE as multipart field "image" (or the
+-- field named by IMGCLASS_BENCH_FIELD: TorchServe reads "data"), and print the run's
+-- figures as one JSON line for bench/wrk_load.py.
 local path = os.getenv("IMGCLASS_BENCH_IMAGE")
+local field = os.getenv("IMGCLASS_BENCH_FIELD") or "image"
 local file = assert(io.open(path, "rb"))
 local content = file:read("*a")
 file:close()
@@ -10,7 +12,7 @@ local name = path:match("([^/]+)$")
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
 wrk.body = "--" .. boundary .. "\r\n"
-  .. 'Content-Disposition: form-data; name="image"; filename="' .. name .. '"\r\n'
+  .. 'Content-Disposition: form-data; name="' .. field .. '"; filename="' .. name .. '"\r\n'
   .. "Content-Type: application/octet-stream\r\n\r\n"
   .. content .. "\r\n--" .. boundary .. "--\r\n"
 

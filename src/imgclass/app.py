@@ -1,6 +1,6 @@
 """``create_app(settings)``: build the services once, register blueprints and error handlers.
 
-Everything a request needs (engine, recorder, model chain, cache, user store) is built
+Everything a request needs (engines, recorder, model chain, cache, user store) is built
 here and kept in ``app.extensions["imgclass"]``; nothing on the request path
 opens connections, loads models or reads configuration.
 """
@@ -26,7 +26,7 @@ from imgclass.ops.security import install_security
 from imgclass.service import PredictionService
 from imgclass.vision.classifier import OnnxClassifier, model_path
 from imgclass.vision.fallback import ModelChain
-from imgclass.warehouse.db import make_engine
+from imgclass.warehouse.db import make_engine, same_database
 from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.recorder import Recorder
 from imgclass.warehouse.users import UserError, UserStore
@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class Services:
     settings: Settings
-    engine: Engine
+    engine: Engine  # the primary: every write
+    # Analytics reads: IMGCLASS_ANALYTICS_DATABASE_URL (a read replica), else the same engine.
+    analytics_engine: Engine
     users: UserStore
     predictor: PredictionService
     ip_policy: IpPolicy
@@ -67,7 +69,7 @@ def load_classifier(
         log.error("%s", message)
         return None, message
     try:
-        return OnnxClassifier(path, threads=settings.inference_threads), None
+        return OnnxClassifier(path, threads=settings.effective_inference_threads), None
     except ModelUnavailable as exc:
         log.error("%s", exc.message)
         return None, exc.message
@@ -125,18 +127,26 @@ def prepare_storage(settings: Settings, engine: Engine) -> None:
 
 
 def bootstrap_admin(settings: Settings, users: UserStore) -> str | None:
-    """Create an admin if there is none; print its key once and save it (mode 0600)."""
+    """Create an admin if there is none; print its key once and save it (mode 0600).
+
+    With ``IMGCLASS_ADMIN_KEY`` the admin gets that key, which is neither printed nor
+    saved: the operator already has it (replicas with throwaway disks, a secret store).
+    """
     if users.has_active_admin():
         return None
+    given = settings.admin_key.get_secret_value() if settings.admin_key else None
     for name in ("admin", "admin-" + os.urandom(3).hex()):
         try:
-            _account, key = users.add(name, admin=True)
+            _account, key = users.add(name, admin=True, key=given)
             break
         except UserError:
             if users.has_active_admin():  # another process won the race
                 return None
     else:  # pragma: no cover - two random names both taken
         raise RuntimeError("could not create an admin user")
+    if given:
+        log.info("created admin user %r with the key from IMGCLASS_ADMIN_KEY", name)
+        return None
     path = settings.admin_token_path
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -150,6 +160,14 @@ def bootstrap_admin(settings: Settings, users: UserStore) -> str | None:
     return key
 
 
+def build_analytics_engine(settings: Settings, primary: Engine) -> Engine:
+    """The engine for analytics reads: the replica's, or the primary's own (one pool)."""
+    url = settings.effective_analytics_database_url
+    if same_database(url, settings.effective_database_url):
+        return primary
+    return make_engine(url, **settings.engine_options)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
     app = Flask(__name__, static_folder=None)
@@ -157,11 +175,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_FORM_PARTS"] = settings.max_files_per_request + 16
     app.json.sort_keys = False
 
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, **settings.engine_options)
     prepare_storage(settings, engine)
     app.extensions["imgclass"] = Services(
         settings=settings,
         engine=engine,
+        analytics_engine=build_analytics_engine(settings, engine),
         users=UserStore(engine),
         predictor=PredictionService(
             models=build_model_chain(settings),
@@ -184,7 +203,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Background drift updates (per process; IMGCLASS_DRIFT_INTERVAL_S=0 turns them off).
     app.extensions["imgclass"].drift.start()
 
-    from imgclass.api import drift, errors, feedback, health, models, predict
+    from imgclass.api import backups, drift, errors, feedback, health, models, predict
 
     errors.register(app)
     from imgclass.api import metrics as http_metrics
@@ -195,6 +214,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(predict.bp)
     app.register_blueprint(drift.bp)
     app.register_blueprint(feedback.bp)
+    app.register_blueprint(backups.bp)
 
     # Last: they wrap every blueprint registered above.
     install_security(app, settings)

@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from imgclass.cli_backup import backup as backup_commands
+from imgclass.cli_postgres import migrate_sqlite_to_postgres
 from imgclass.config import Settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
@@ -36,6 +38,9 @@ def load_settings(**overrides) -> Settings:
 @click.version_option(package_name="imgclass")
 def main() -> None:
     """imgclass: image classification with a built-in analytics warehouse."""
+
+
+main.add_command(backup_commands)
 
 
 @main.command()
@@ -190,7 +195,7 @@ def db_upgrade() -> None:
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, **settings.engine_options)
     upgrade(engine)
     click.echo(f"database at revision {current_revision(engine)}")
 
@@ -211,7 +216,9 @@ def db_prune(older_than, yes) -> None:
     cutoff = _parse_cutoff(older_than, utc_now())
     if not yes:
         click.confirm(f"delete every event before {cutoff:%Y-%m-%d %H:%M} UTC?", abort=True)
-    report = prune_events(make_engine(load_settings().effective_database_url), cutoff)
+    settings = load_settings()
+    engine = make_engine(settings.effective_database_url, **settings.engine_options)
+    report = prune_events(engine, cutoff)
     click.echo(
         f"deleted {report.facts} events, {report.feedback} feedback rows, {report.users} "
         f"user rows, {report.images} image rows, {report.minutes} time rows"
@@ -234,6 +241,9 @@ def _parse_cutoff(raw: str, now):
         ) from None
 
 
+db.add_command(migrate_sqlite_to_postgres)
+
+
 @main.group()
 def users() -> None:
     """API users and their keys."""
@@ -246,7 +256,7 @@ def _user_store():
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, **settings.engine_options)
     upgrade(engine)
     return UserStore(engine)
 

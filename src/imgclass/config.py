@@ -13,16 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imgclass.ops import cpus as _cpus
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on (affinity-aware), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    """Whole CPUs this process may use: affinity capped by the cgroup CPU quota, at least 1."""
+    return _cpus.available_cpus()
 
 
 class Settings(BaseSettings):
@@ -34,6 +33,22 @@ class Settings(BaseSettings):
     model_dir: Path = Field(Path("models"), description="exported ONNX models")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: SQLite file <data_dir>/imgclass.db"
+    )
+    analytics_database_url: str | None = Field(
+        None, description="SQLAlchemy URL for analytics reads (a read replica); default: primary"
+    )
+    db_pool_size: int = Field(5, ge=1, description="connections kept open per process (server DBs)")
+    db_max_overflow: int = Field(
+        10, ge=0, description="extra connections a process may open beyond the pool under load"
+    )
+    db_pool_timeout_s: float = Field(
+        30.0, gt=0, description="wait this long for a free pooled connection, then fail"
+    )
+    db_pool_recycle_s: int = Field(
+        1800, ge=-1, description="replace pooled connections older than this (-1: never)"
+    )
+    db_pool_pre_ping: bool = Field(
+        True, description="test a pooled connection before use (survives server restarts)"
     )
     model_name: str = Field("efficientnet-lite0", description="model to serve")
     model_precision: Literal["fp32", "int8"] = Field("fp32", description="which export to serve")
@@ -66,8 +81,20 @@ class Settings(BaseSettings):
     default_top_k: int = Field(5, ge=1, le=20)
 
     require_auth: bool = Field(False, description="refuse anonymous predict requests")
+    trusted_proxies: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="reverse proxies in front (nginx, an Ingress) whose X-Forwarded-For/-Proto "
+        "are believed; 0 trusts none, so a client cannot forge its address",
+    )
     auto_migrate: bool = Field(True, description="run database migrations when the app starts")
     bootstrap_admin: bool = Field(True, description="create an admin user if there is none")
+    admin_key: SecretStr | None = Field(
+        None,
+        description="API key for the first admin (from a secret store); unset: a random key, "
+        "printed once and saved to <data_dir>/admin-token",
+    )
 
     rate_limit_per_ip: str = Field(
         "100/second", description="flask-limiter limit per client IP ('' turns it off)"
@@ -77,9 +104,6 @@ class Settings(BaseSettings):
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed to call the API from a browser"
-    )
-    proxy_hops: int = Field(
-        0, ge=0, le=5, description="trusted proxies in front (X-Forwarded-For hops to trust)"
     )
 
     ip_storage: Literal["full", "truncated", "hashed"] = Field(
@@ -92,10 +116,13 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Unset: derived from the CPUs this process may use (ops/cpus.py: plan()).
     workers: int | None = Field(None, ge=1, description="gunicorn workers; default: CPUs")
-    threads: int = Field(4, ge=1, description="threads per gunicorn worker")
-    inference_threads: int = Field(
-        1, ge=1, description="ONNX Runtime intra-op threads per worker process"
+    threads: int | None = Field(
+        None, ge=1, description="threads per gunicorn worker; default: inference threads + 3"
+    )
+    inference_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime intra-op threads per worker; default: CPUs/workers"
     )
     request_timeout_s: int = Field(60, ge=1, description="gunicorn worker timeout")
     log_level: str = "INFO"
@@ -133,6 +160,20 @@ class Settings(BaseSettings):
     drift_interval_s: float = Field(
         60, ge=0, description="seconds between background drift updates; 0 = no background"
     )
+    # Backups (warehouse/backup.py): where they go and how many are kept.
+    backup_destination: str | None = Field(
+        None, description="backup directory or s3://BUCKET/PREFIX; default <data_dir>/backups"
+    )
+    backup_compression: Literal["zstd", "gzip"] = Field("zstd", description="backup file format")
+    backup_keep_last: int = Field(7, ge=1, description="prune keeps the newest N backups")
+    backup_keep_daily: int = Field(7, ge=0, description="…and the newest of each of D days")
+    backup_keep_weekly: int = Field(4, ge=0, description="…and the newest of each of W weeks")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, Ceph…); default: AWS"
+    )
+    s3_region: str | None = Field(None, description="S3 region; default: boto3's own")
+    s3_access_key_id: str | None = Field(None, description="default: boto3's own (AWS_*)")
+    s3_secret_access_key: SecretStr | None = Field(None, description="default: boto3's own")
 
     @field_validator("data_dir", "model_dir")
     @classmethod
@@ -156,6 +197,17 @@ class Settings(BaseSettings):
             raise ValueError("drift_reference_start must be before drift_reference_end")
         return self
 
+    @field_validator("admin_key")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
+        key = value.get_secret_value() if value is not None else None
+        if key is not None and (len(key) < 32 or any(c.isspace() for c in key)):
+            raise ValueError(
+                "the admin key must be at least 32 characters without spaces; make one with "
+                "python -c 'import secrets; print(\"imgc_\" + secrets.token_urlsafe(32))'"
+            )
+        return value
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
@@ -163,8 +215,41 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.data_dir / 'imgclass.db'}"
 
     @property
+    def effective_analytics_database_url(self) -> str:
+        return self.analytics_database_url or self.effective_database_url
+
+    @property
+    def engine_options(self) -> dict:
+        """Keyword arguments for ``warehouse.db.make_engine``: the connection pool settings."""
+        return {
+            "pool_size": self.db_pool_size,
+            "max_overflow": self.db_max_overflow,
+            "pool_timeout_s": self.db_pool_timeout_s,
+            "pool_recycle_s": self.db_pool_recycle_s,
+            "pool_pre_ping": self.db_pool_pre_ping,
+        }
+
+    @property
+    def cpu_plan(self) -> _cpus.CpuPlan:
+        """Workers, threads and inference threads: the settings given, the rest from the CPUs."""
+        return _cpus.plan(
+            available_cpus(),
+            workers=self.workers,
+            threads=self.threads,
+            inference_threads=self.inference_threads,
+        )
+
+    @property
     def effective_workers(self) -> int:
-        return self.workers or available_cpus()
+        return self.cpu_plan.workers
+
+    @property
+    def effective_threads(self) -> int:
+        return self.cpu_plan.threads
+
+    @property
+    def effective_inference_threads(self) -> int:
+        return self.cpu_plan.inference_threads
 
     @property
     def effective_metrics_dir(self) -> Path:
@@ -186,3 +271,11 @@ class Settings(BaseSettings):
     @property
     def admin_token_path(self) -> Path:
         return self.data_dir / "admin-token"
+
+    @property
+    def local_backup_dir(self) -> Path:
+        return self.data_dir / "backups"
+
+    @property
+    def effective_backup_destination(self) -> str:
+        return self.backup_destination or str(self.local_backup_dir)

@@ -14,6 +14,7 @@ ops/multiproc.py); an exited worker's live gauges are dropped in ``child_exit``.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 
 from gunicorn.app.base import BaseApplication
@@ -21,6 +22,8 @@ from gunicorn.app.base import BaseApplication
 from imgclass.config import Settings
 from imgclass.ops import multiproc
 from imgclass.warehouse.db import make_engine
+
+log = logging.getLogger(__name__)
 
 
 class ImgclassServer(BaseApplication):
@@ -30,10 +33,11 @@ class ImgclassServer(BaseApplication):
 
     def load_config(self) -> None:
         s = self.settings
+        cpu = s.cpu_plan
         options = {
             "bind": f"{s.host}:{s.port}",
-            "workers": s.effective_workers,
-            "threads": s.threads,
+            "workers": cpu.workers,
+            "threads": cpu.threads,
             "worker_class": "gthread",
             "timeout": s.request_timeout_s,
             "graceful_timeout": 30,
@@ -70,7 +74,7 @@ def _on_exit(_arbiter) -> None:
 def _prepare_storage(settings: Settings) -> None:
     from imgclass.app import prepare_storage
 
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, **settings.engine_options)
     try:
         prepare_storage(settings, engine)
     finally:
@@ -87,4 +91,12 @@ def serve(settings: Settings) -> None:
     if child.exitcode != 0:
         raise SystemExit(f"could not prepare the database (exit code {child.exitcode})")
     multiproc.enable(settings.effective_metrics_dir)
+    cpu = settings.cpu_plan
+    log.info(
+        "sizing for %d CPUs: %d workers x %d threads, %d inference threads each",
+        cpu.cpus,
+        cpu.workers,
+        cpu.threads,
+        cpu.inference_threads,
+    )
     ImgclassServer(settings).run()

@@ -6,12 +6,14 @@ import io
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlalchemy import text
 
 from imgclass.app import services
 from tests.conftest import fact_rows
 
 
+@pytest.mark.backends
 def test_threads_lose_and_duplicate_nothing(app, cat_jpeg, coffee_jpeg):
     def send(i: int):
         files = [(io.BytesIO(cat_jpeg if i % 2 else coffee_jpeg), f"{i}.jpg")]

@@ -33,6 +33,7 @@ def bomb() -> bytes:
     return png_bomb(30000)
 
 
+@pytest.mark.backends
 def test_zero_bytes(client, app):
     assert_error(post(client, b""), 400, "empty_file")
     (row,) = fact_rows(app)
@@ -58,6 +59,7 @@ def test_no_body_or_json_body(client):
     assert_error(client.post("/api/v1/predict", json={"image": "x"}), 400, "no_image")
 
 
+@pytest.mark.backends
 def test_text_file_named_jpg(client, app):
     assert_error(post(client, b"just some text\n" * 20, "cat.jpg"), 415, "unsupported_media_type")
     (row,) = fact_rows(app)

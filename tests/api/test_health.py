@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from imgclass.app import create_app
 
 
+@pytest.mark.backends
 def test_healthz_and_readyz(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")

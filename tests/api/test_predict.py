@@ -1,8 +1,13 @@
-"""POST /api/v1/predict: results for real photos, and every request lands in the star schema."""
+"""POST /api/v1/predict: results for real photos, and every request lands in the star schema.
+
+The tests that check fact rows run on SQLite and on PostgreSQL (``backends``).
+"""
 
 from __future__ import annotations
 
 import io
+
+import pytest
 
 from tests.conftest import CAT_CLASSES, ESPRESSO, fact_count, fact_rows, jpeg_bytes
 from tests.vision.hostile import animated_gif, exif_rotated_jpeg
@@ -15,6 +20,7 @@ def post_files(client, files, query="", **kw):
     )
 
 
+@pytest.mark.backends
 def test_a_photo_gets_its_class_and_one_fact_row(client, app, cat_jpeg):
     resp = post_files(client, [("chelsea.jpg", cat_jpeg)], headers={"User-Agent": "pytest-agent"})
     assert resp.status_code == 200
@@ -44,6 +50,7 @@ def test_a_photo_gets_its_class_and_one_fact_row(client, app, cat_jpeg):
     assert (row["cache_hit"], row["is_fallback"]) == (False, False)
 
 
+@pytest.mark.backends
 def test_several_files_give_results_in_order_and_a_row_each(client, app, cat_jpeg, coffee_jpeg):
     files = [("a-coffee.jpg", coffee_jpeg), ("b-cat.jpg", cat_jpeg), ("c-coffee.jpg", coffee_jpeg)]
     resp = post_files(client, files, "?top_k=1")
@@ -58,6 +65,7 @@ def test_several_files_give_results_in_order_and_a_row_each(client, app, cat_jpe
     assert [r["image_filename"] for r in rows] == ["a-coffee.jpg", "b-cat.jpg", "c-coffee.jpg"]
 
 
+@pytest.mark.backends
 def test_raw_body_with_image_content_type(client, app, coffee_jpeg):
     resp = client.post(
         "/api/v1/predict?filename=cup.jpg&top_k=2", data=coffee_jpeg, content_type="image/jpeg"
@@ -82,6 +90,7 @@ def test_unusual_but_valid_images_are_classified(client, photos):
         assert set(top5) & set(CAT_CLASSES), (result["filename"], top5)
 
 
+@pytest.mark.backends
 def test_filename_is_only_data(client, app, cat_jpeg):
     resp = post_files(client, [("../../etc/passwd\x00.jpg", cat_jpeg)])
     assert resp.status_code == 200
@@ -89,6 +98,7 @@ def test_filename_is_only_data(client, app, cat_jpeg):
     assert fact_rows(app)[0]["image_filename"] == "../../etc/passwd.jpg"
 
 
+@pytest.mark.backends
 def test_the_same_image_twice_reuses_its_dimension_row(client, app, cat_jpeg):
     for _ in range(2):
         assert post_files(client, [("cat.jpg", cat_jpeg)]).status_code == 200
@@ -104,3 +114,16 @@ def test_the_same_image_twice_reuses_its_dimension_row(client, app, cat_jpeg):
             == 1
         )
     assert fact_count(app) == 2
+
+
+@pytest.mark.backends
+def test_hostile_text_is_stored_as_data(client, app, cat_jpeg):
+    # PostgreSQL enforces column lengths and refuses NUL characters, where SQLite stores
+    # anything: a request must not fail (or go unrecorded) because of what a client sent.
+    agent = "evil\x00agent " + "é" * 600
+    name = "ünïcødé 🐱 " * 40 + ".jpg"
+    resp = post_files(client, [(name, cat_jpeg)], headers={"User-Agent": agent})
+    assert resp.status_code == 200, resp.get_json()
+    (row,) = fact_rows(app)
+    assert row["user_agent"] == agent[:512].replace("\x00", "")
+    assert row["image_filename"] == name[:255]

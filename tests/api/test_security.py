@@ -106,14 +106,14 @@ def test_redis_shares_the_counters_between_workers(redis_available, make):  # no
 
 
 def test_behind_a_trusted_proxy_the_client_address_is_recorded(make, cat_jpeg):
-    client = make(proxy_hops=1)
+    client = make(trusted_proxies=1)
     post_files(
         client,
         [("a.jpg", cat_jpeg)],
         headers={"X-Forwarded-For": "203.0.113.7"},
         environ_base={"REMOTE_ADDR": "10.0.0.2"},
     )
-    untrusting = make(proxy_hops=0)
+    untrusting = make(trusted_proxies=0)
     post_files(
         untrusting,
         [("a.jpg", cat_jpeg)],

@@ -281,3 +281,13 @@ def _file(data: bytes):
     import io
 
     return io.BytesIO(data)
+
+
+def test_backup_age_comes_from_the_newest_backup_at_each_scrape(app, client):
+    from imgclass.warehouse import backup
+
+    svc = services(app)
+    manifest = backup.Backups(svc.settings, svc.engine).create()
+    samples = scrape(client)
+    newest = value(samples, "imgclass_backup_last_success_timestamp_seconds")
+    assert newest == pytest.approx(manifest.created_at.timestamp(), abs=1)

@@ -1,14 +1,17 @@
-"""The recorder: facts land with reused dimensions, even with several writer processes."""
+"""The recorder: facts land with reused dimensions, even with several writer processes.
+
+Every test runs on SQLite and on PostgreSQL (``backends``).
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 from datetime import datetime
 
+import pytest
 from sqlalchemy import func, select, text
 
 from imgclass.warehouse.db import make_engine
-from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.recorder import (
     ClassFacts,
     Event,
@@ -19,6 +22,8 @@ from imgclass.warehouse.recorder import (
     timestamp_key,
 )
 from imgclass.warehouse.schema import api_event_fact, class_dim, image_dim, time_dim, user_dim
+
+pytestmark = pytest.mark.backends
 
 ALICE = Requester(7, "alice", "10.0.0.1", "curl/8")
 MODEL = ModelFacts("efficientnet-lite0", "0.1.0+fp32", "ab" * 32)
@@ -46,14 +51,8 @@ def count(engine, table) -> int:
         return conn.execute(select(func.count()).select_from(table)).scalar_one()
 
 
-def make(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
-    upgrade(engine)
-    return engine
-
-
-def test_time_dimension_attributes(tmp_path):
-    engine = make(tmp_path)
+def test_time_dimension_attributes(db_engine):
+    engine = db_engine
     Recorder(engine).record([event("r1", when=datetime(2026, 11, 29, 23, 59, 59))])
     with engine.connect() as conn:
         row = conn.execute(select(time_dim)).one()._mapping
@@ -62,8 +61,8 @@ def test_time_dimension_attributes(tmp_path):
     assert (row["month"], row["quarter"], row["year"]) == (11, 4, 2026)
 
 
-def test_dimensions_are_reused(tmp_path):
-    engine = make(tmp_path)
+def test_dimensions_are_reused(db_engine):
+    engine = db_engine
     recorder = Recorder(engine)
     recorder.record([event("r1"), event("r1")])
     Recorder(engine).record([event("r2")])  # a second process's recorder: empty cache
@@ -74,8 +73,8 @@ def test_dimensions_are_reused(tmp_path):
     assert count(engine, time_dim) == 1
 
 
-def test_a_failed_transaction_leaves_nothing_and_no_stale_cache(tmp_path):
-    engine = make(tmp_path)
+def test_a_failed_transaction_leaves_nothing_and_no_stale_cache(db_engine):
+    engine = db_engine
     recorder = Recorder(engine)
     broken = event("r1", class_id=5)
     broken = Event(**{**broken.__dict__, "status_code": None})  # violates NOT NULL
@@ -96,29 +95,47 @@ def test_a_failed_transaction_leaves_nothing_and_no_stale_cache(tmp_path):
         )
 
 
-def _writer(url: str, worker: int, n: int) -> None:
+def _writer(url: str, worker: int, n: int, start) -> None:
     recorder = Recorder(make_engine(url))
+    start.wait()  # every process begins at once, so they race for the same new members
     for i in range(n):
-        # Every process uses the same user, time, class and model, and shares images.
-        recorder.record([event(f"w{worker}-{i}", sha=f"{i % 3:02d}" * 32)])
+        # Step i creates images 2i and 2i+1 and class i: the same new members in every process
+        # at about the same moment. Half the writers list the images in the opposite order,
+        # which would deadlock two transactions that insert them in list order. (One minute for
+        # all: a new time member per step would queue the writers before they reach the images.)
+        first, second = f"{2 * i:064x}", f"{2 * i + 1:064x}"
+        if worker % 2:
+            first, second = second, first
+        when = datetime(2026, 11, 25, 14, 0, i)
+        recorder.record(
+            [
+                event(f"w{worker}-{i}-a", when=when, class_id=1000 + i, sha=first),
+                event(f"w{worker}-{i}-b", when=when, class_id=1000 + i, sha=second),
+            ]
+        )
 
 
-def test_concurrent_processes_lose_nothing_and_duplicate_no_dimension(tmp_path):
-    engine = make(tmp_path)
-    url = str(engine.url)
+def test_concurrent_processes_lose_nothing_and_duplicate_no_dimension(database_url, db_engine):
+    # On PostgreSQL this fails with a plain INSERT (unique violations: two transactions both
+    # miss the SELECT) or without the global creation order (deadlocks).
+    engine, writers, steps = db_engine, 4, 30
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(url, w, 40)) for w in range(4)]
+    start = ctx.Barrier(writers)
+    procs = [
+        ctx.Process(target=_writer, args=(database_url, w, steps, start)) for w in range(writers)
+    ]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
-        assert p.exitcode == 0
-    assert count(engine, api_event_fact) == 160
+    assert [p.exitcode for p in procs] == [0] * writers
+    assert count(engine, api_event_fact) == writers * steps * 2
     with engine.connect() as conn:
         ids = conn.execute(
             select(func.count(func.distinct(api_event_fact.c.request_id)))
         ).scalar_one()
-    assert ids == 160
+    assert ids == writers * steps * 2
     assert count(engine, user_dim) == 1
-    assert count(engine, image_dim) == 1 + 3
-    assert count(engine, class_dim) == 2
+    assert count(engine, image_dim) == 1 + 2 * steps
+    assert count(engine, class_dim) == 1 + steps
+    assert count(engine, time_dim) == 1

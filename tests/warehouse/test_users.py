@@ -1,21 +1,19 @@
-"""Accounts: keys are shown once and stored hashed; revoked keys stop working."""
+"""Accounts: keys are shown once and stored hashed; revoked keys stop working (both backends)."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
 
-from imgclass.warehouse.db import make_engine
-from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.schema import api_user
 from imgclass.warehouse.users import UserError, UserStore, hash_key
 
+pytestmark = pytest.mark.backends
+
 
 @pytest.fixture
-def users(tmp_path) -> UserStore:
-    engine = make_engine(f"sqlite:///{tmp_path / 'u.db'}")
-    upgrade(engine)
-    return UserStore(engine)
+def users(db_engine) -> UserStore:
+    return UserStore(db_engine)
 
 
 def test_add_authenticate_revoke(users):

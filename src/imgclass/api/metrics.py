@@ -1,7 +1,7 @@
 """``GET /metrics`` (Prometheus text format) and the per-request HTTP metrics.
 
 Values that describe the server's state rather than its traffic (readiness,
-free disk, the loaded model) are refreshed at each scrape, so they are current
+free disk, the loaded models, the newest backup) are refreshed at each scrape, so they are current
 whenever Prometheus looks, even if nothing else has asked for them.
 """
 
@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from imgclass.api import health
 from imgclass.app import services
 from imgclass.ops import metrics
+from imgclass.warehouse import backup
 
 bp = Blueprint("metrics", __name__)
 
@@ -25,6 +26,9 @@ def scrape():
     svc = services(current_app)
     health.readyz()  # runs the readiness checks, which set imgclass_ready
     metrics.set_disk_usage(svc.settings.data_dir)
+    last_backup = backup.last_backup_time(svc.settings)  # also those made by the CLI
+    if last_backup is not None:
+        metrics.set_last_backup(last_backup)
     chain = svc.predictor.models
     for model in (chain.primary, chain.fallback):
         if model is not None:

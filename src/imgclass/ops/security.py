@@ -36,15 +36,12 @@ SECURITY_HEADERS = {
 
 
 def install_security(app: Flask, settings: Settings) -> None:
-    if settings.proxy_hops:
-        # Behind N proxies (nginx, an ingress), the client is N hops back in X-Forwarded-For;
-        # without this every request would look like it came from the proxy.
-        app.wsgi_app = ProxyFix(
-            app.wsgi_app,
-            x_for=settings.proxy_hops,
-            x_proto=settings.proxy_hops,
-            x_host=settings.proxy_hops,
-        )
+    if settings.trusted_proxies:
+        # Behind nginx or an Ingress the peer is the proxy: the client's address (recorded in
+        # user_dim, and the per-IP rate-limit key) is the last hop each trusted proxy appended
+        # to X-Forwarded-For. With 0 the header is ignored, so no client can forge it.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
     @app.after_request
     def _security_headers(response):

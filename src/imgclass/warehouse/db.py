@@ -1,10 +1,19 @@
-"""One SQLAlchemy engine per process, configured for concurrent writers.
+"""One SQLAlchemy engine per process and database, configured per dialect.
 
-SQLite runs in WAL mode (readers never block the writer) with a busy timeout
-(writers queue instead of failing), ``synchronous=FULL`` (a commit survives a
-power cut, since a committed event is an acknowledged one) and foreign keys
-on. Write transactions on SQLite start with ``BEGIN IMMEDIATE`` so that two
-processes never both read, then both try to upgrade to a write lock.
+SQLite (the embedded default) runs in WAL mode (readers never block the writer)
+with a busy timeout (writers queue instead of failing), ``synchronous=FULL`` (a
+commit survives a power cut, since a committed event is an acknowledged one)
+and foreign keys on. Write transactions on SQLite start with ``BEGIN
+IMMEDIATE`` so that two processes never both read, then both try to upgrade to
+a write lock.
+
+PostgreSQL gets none of that: it has row locks and real concurrent writers.
+Its engine gets a sized connection pool (pre-ping, recycle: connections survive
+a server restart or a proxy that drops idle ones) and READ COMMITTED isolation,
+which the recorder's get-or-create relies on (``INSERT … ON CONFLICT DO
+NOTHING`` then ``SELECT``: the second statement must see a row another
+transaction committed meanwhile). The ``WRITE`` execution option is ignored
+there, so code can pass it whatever the backend.
 """
 
 from __future__ import annotations
@@ -15,16 +24,50 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 BUSY_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_S = 10  # a server that does not answer fails fast instead of hanging a worker
 WRITE = {"imgclass_write": True}  # execution option: start an immediate (write) transaction
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_timeout_s: float = 30.0,
+    pool_recycle_s: int = 1800,
+    pool_pre_ping: bool = True,
+) -> Engine:
+    """An engine for ``url``; the pool options apply to server databases (not SQLite files).
+
+    ``Settings.engine_options`` holds the configured pool options:
+    ``make_engine(settings.effective_database_url, **settings.engine_options)``.
+    """
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    # A "file:" URI (?uri=true) names its path inside the URI: no directory to create.
-    is_uri = parsed.query.get("uri") == "true" or (parsed.database or "").startswith("file:")
-    if parsed.database and parsed.database != ":memory:" and not is_uri:
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(url)
+    connect_args = {}
+    if backend == "postgresql":
+        # Only where the URL does not say otherwise: connect_args would override it.
+        if "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+        if "application_name" not in parsed.query:
+            connect_args["application_name"] = "imgclass"
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout_s,
+        pool_recycle=pool_recycle_s,
+        pool_pre_ping=pool_pre_ping,
+        isolation_level="READ COMMITTED",
+        connect_args=connect_args,
+    )
+
+
+def _sqlite_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
@@ -49,3 +92,8 @@ def make_engine(url: str) -> Engine:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def same_database(url_a: str, url_b: str) -> bool:
+    """Whether two URLs name the same database (so one engine and pool can serve both)."""
+    return make_url(url_a) == make_url(url_b)

@@ -6,11 +6,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from imgclass.warehouse.db import WRITE
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = int.from_bytes(b"imgclass")  # pg_advisory_xact_lock key (a bigint)
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -21,11 +22,20 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; safe to call on every start (a no-op when current)."""
+    """Bring the schema to ``revision``; safe to call on every start (a no-op when current).
+
+    Safe to call from several processes at once (replicas starting together): they
+    take turns, and the later ones find the schema current.
+    """
     config = alembic_config(engine)
     with engine.connect() as conn:
         # An immediate transaction on SQLite: concurrent starters wait their turn.
         conn.execution_options(**WRITE)
+        if conn.dialect.name == "postgresql":
+            # PostgreSQL has no database-wide write lock: a transaction-scoped advisory lock
+            # makes the others wait. The whole upgrade is this one transaction (DDL is
+            # transactional there), so the lock is held until the schema is committed.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
         conn.commit()

@@ -5,6 +5,12 @@ returns only after the commit, so the API can acknowledge a request only once
 it is durable. Dimension keys that rarely change (time minute, user, class,
 model) are cached per process, and only after their transaction committed,
 so the cache can never point at a rolled-back row.
+
+On PostgreSQL, concurrent transactions that insert the same new dimension
+member wait for each other (``ON CONFLICT`` on the unique natural key). Each
+transaction therefore creates its dimension members in one global order
+(dimension by dimension, natural keys sorted), so two requests that share new
+images can queue but never deadlock.
 """
 
 from __future__ import annotations
@@ -120,9 +126,28 @@ class Recorder:
         with self.engine.connect() as conn:
             conn.execution_options(**WRITE)
             with conn.begin():
+                self._create_dimensions_in_order(conn, events, learned)
                 rows = [self._fact_row(conn, event, learned) for event in events]
                 conn.execute(api_event_fact.insert(), rows)
-        self._cache.update(learned)
+        # Images are too many to keep; the other dimensions are small and stable.
+        self._cache.update((k, v) for k, v in learned.items() if k[0] != "image")
+
+    def _create_dimensions_in_order(
+        self, conn: Connection, events: Sequence[Event], learned: dict
+    ) -> None:
+        """Resolve every dimension key of ``events`` in one global order (no deadlocks)."""
+        for moment in sorted({e.event_time.replace(second=0, microsecond=0) for e in events}):
+            self._time_key(conn, moment, learned)
+        for who in sorted({_clean_requester(e.requester) for e in events}, key=_user_natural):
+            self._user_key(conn, who, learned)
+        images = {e.image for e in events if e.image is not None}
+        for image in sorted(images, key=_image_natural):
+            self._image_key(conn, image, learned)
+        for cls in sorted({e.predicted for e in events if e.predicted}, key=lambda c: c.class_id):
+            self._class_key(conn, cls, learned)
+        models = {e.model for e in events if e.model is not None}
+        for model in sorted(models, key=lambda m: (m.name, m.version, m.sha256)):
+            self._model_key(conn, model, learned)
 
     # -- facts -------------------------------------------------------------
 
@@ -130,8 +155,8 @@ class Recorder:
         return {
             "request_id": event.request_id,
             "timestamp_key": self._time_key(conn, event.event_time, learned),
-            "user_key": self._user_key(conn, event.requester, learned),
-            "image_key": self._image_key(conn, event.image),
+            "user_key": self._user_key(conn, _clean_requester(event.requester), learned),
+            "image_key": self._image_key(conn, event.image, learned),
             "class_key": self._class_key(conn, event.predicted, learned),
             "model_key": self._model_key(conn, event.model, learned),
             "event_time": event.event_time,
@@ -197,11 +222,8 @@ class Recorder:
         return self._cached(learned, ("time", key), create)
 
     def _user_key(self, conn: Connection, who: Requester, learned: dict) -> int:
-        natural = {
-            "user_id": who.user_id,
-            "ip_address": who.ip_address[:45],
-            "user_agent": who.user_agent[:MAX_USER_AGENT],
-        }
+        user_id, ip_address, user_agent = _user_natural(who)
+        natural = {"user_id": user_id, "ip_address": ip_address, "user_agent": user_agent}
         return self._cached(
             learned,
             ("user", *natural.values()),
@@ -210,10 +232,11 @@ class Recorder:
             ),
         )
 
-    def _image_key(self, conn: Connection, image: ImageFacts | None) -> int:
+    def _image_key(self, conn: Connection, image: ImageFacts | None, learned: dict) -> int:
         if image is None:
             return NONE_KEY
-        natural = {"image_id": image.sha256, "image_filename": image.filename[:MAX_FILENAME]}
+        sha256, filename = _image_natural(image)
+        natural = {"image_id": sha256, "image_filename": filename}
         extra = {
             "width": image.width,
             "height": image.height,
@@ -221,7 +244,12 @@ class Recorder:
             "bytes": image.n_bytes,
             "brightness": image.brightness,
         }
-        return self._get_or_create(conn, image_dim, "image_key", natural, extra)
+        # Remembered for this transaction only (see ``record``): there are too many to cache.
+        return self._cached(
+            learned,
+            ("image", sha256, filename),
+            lambda: self._get_or_create(conn, image_dim, "image_key", natural, extra),
+        )
 
     def _class_key(self, conn: Connection, cls: ClassFacts | None, learned: dict) -> int:
         if cls is None:
@@ -247,3 +275,25 @@ class Recorder:
             ("model", *natural.values()),
             lambda: self._get_or_create(conn, model_dim, "model_key", natural),
         )
+
+
+def _text(value: str, limit: int) -> str:
+    # PostgreSQL text cannot hold NUL characters; the column lengths are enforced there too.
+    return value.replace("\x00", "")[:limit]
+
+
+def _clean_requester(who: Requester) -> Requester:
+    return Requester(
+        who.user_id,
+        _text(who.username, 64),
+        _text(who.ip_address, 45),
+        _text(who.user_agent, MAX_USER_AGENT),
+    )
+
+
+def _user_natural(who: Requester) -> tuple[int, str, str]:
+    return (who.user_id, _text(who.ip_address, 45), _text(who.user_agent, MAX_USER_AGENT))
+
+
+def _image_natural(image: ImageFacts) -> tuple[str, str]:
+    return (image.sha256, _text(image.filename, MAX_FILENAME))

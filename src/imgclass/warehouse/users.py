@@ -58,14 +58,19 @@ class UserStore:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def add(self, username: str, *, admin: bool = False) -> tuple[Account, str]:
-        """Create a user; returns the account and its API key (the only time it exists)."""
+    def add(
+        self, username: str, *, admin: bool = False, key: str | None = None
+    ) -> tuple[Account, str]:
+        """Create a user; returns the account and its API key (the only time it exists).
+
+        ``key`` sets the key instead of a random one (an admin key kept in a secret store).
+        """
         if not USERNAME_RE.match(username) or username.lower() in RESERVED_NAMES:
             raise UserError(
                 f"invalid username {username!r}: use 1-64 letters, digits or _ . @ -, "
                 "not starting with a symbol, and not 'anonymous'"
             )
-        key = new_key()
+        key = key or new_key()
         values = {
             "username": username,
             "key_hash": hash_key(key),

@@ -1,0 +1,45 @@
+"""``/api/v1/admin/backups`` (admin key only): take a backup now, list backups and their age.
+
+``POST`` backs up to the configured destination inside the request and answers with the
+manifest (201); a second POST while one runs gets 409. For large warehouses schedule
+``imgclass backup create`` instead: a request is bounded by the worker timeout.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, current_app, jsonify, request
+
+from imgclass.app import services
+from imgclass.ops.auth import require_admin
+from imgclass.warehouse import backup
+
+bp = Blueprint("admin_backups", __name__, url_prefix="/api/v1/admin")
+
+
+def _backups() -> backup.Backups:
+    svc = services(current_app)
+    require_admin(svc.users, request.headers.get("Authorization"))
+    return backup.Backups(svc.settings, svc.engine)
+
+
+@bp.post("/backups")
+def create_backup():
+    manifest = _backups().create()
+    return jsonify(manifest.to_json()), 201
+
+
+@bp.get("/backups")
+def list_backups():
+    backups = _backups()
+    store = backups.store()
+    entries = backup.list_backups(store)
+    newest = [e.manifest.created_at.timestamp() for e in entries[:1]]
+    local = backup.last_backup_time(backups.settings)
+    known = max([*newest, *([local] if local is not None else [])], default=None)
+    return jsonify(
+        destination=store.description,
+        last_backup_age_seconds=round(time.time() - known, 3) if known is not None else None,
+        backups=[e.to_json() for e in entries],
+    )

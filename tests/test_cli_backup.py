@@ -1,0 +1,129 @@
+"""`imgclass backup …` run as an operator would: local directory and S3 (moto's server)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from imgclass.cli import main
+from imgclass.warehouse.db import make_engine
+from imgclass.warehouse.migrate import upgrade
+from imgclass.warehouse.recorder import Recorder
+from tests.support.s3 import closed_port, moto_server
+from tests.warehouse.test_backup import request_ids
+from tests.warehouse.test_recorder import event
+
+NAME = re.compile(r"imgclass-\d{8}T\d{6}\.\d{6}Z")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A data dir holding a warehouse with three events."""
+    data = tmp_path / "data"
+    monkeypatch.setenv("IMGCLASS_DATA_DIR", str(data))
+    for var in ("DATABASE_URL", "BACKUP_DESTINATION", "S3_ENDPOINT_URL"):
+        monkeypatch.delenv(f"IMGCLASS_{var}", raising=False)
+    engine = make_engine(f"sqlite:///{data / 'imgclass.db'}")
+    upgrade(engine)
+    Recorder(engine).record([event(f"r{i}") for i in range(3)])
+    engine.dispose()
+    return data
+
+
+def run(*args):
+    return CliRunner(env={"COLUMNS": "200"}).invoke(main, list(args))
+
+
+def failed(result, message: str) -> None:
+    """Exit status 1 and a single line naming the problem."""
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1, result.output
+    assert message in result.output, result.output
+
+
+def test_create_list_verify(env):
+    created = run("backup", "create")
+    assert created.exit_code == 0, created.output
+    name = NAME.search(created.output).group(0)
+    assert "3 events" in created.output
+    assert (env / "backups" / f"{name}.json").is_file()
+    listing = run("backup", "list")
+    assert listing.exit_code == 0
+    row = next(line for line in listing.output.splitlines() if name in line)
+    assert " no " in row  # not verified yet
+    verified = run("backup", "verify")  # the newest by default
+    assert verified.exit_code == 0 and f"{name} ok" in verified.output
+    row = next(line for line in run("backup", "list").output.splitlines() if name in line)
+    assert " ok " in row
+    # A path to one of its files works as well as the name.
+    assert run("backup", "verify", str(env / "backups" / f"{name}.json")).exit_code == 0
+
+
+def test_clear_errors(env):
+    failed(run("backup", "verify"), "there are no backups in")
+    run("backup", "create")
+    failed(run("backup", "verify", "imgclass-20200101T000000.000000Z"), "no backup named")
+    failed(run("backup", "restore", "nonsense"), "is not a backup name")
+    failed(run("backup", "create", "--to", "ftp://x/y"), "unsupported backup destination")
+    assert run("backup", "prune", "--keep-last", "0").exit_code == 2
+
+
+def test_a_corrupted_backup_fails_verify(env):
+    name = NAME.search(run("backup", "create").output).group(0)
+    data = next((env / "backups").glob(f"{name}.db.*"))
+    raw = bytearray(data.read_bytes())
+    raw[-20] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    failed(run("backup", "verify", name), "checksum mismatch")
+    row = next(line for line in run("backup", "list").output.splitlines() if name in line)
+    assert "FAILED" in row
+
+
+def test_restore_needs_force(env):
+    name = NAME.search(run("backup", "create").output).group(0)
+    engine = make_engine(f"sqlite:///{env / 'imgclass.db'}")
+    Recorder(engine).record([event("later")])
+    engine.dispose()
+    failed(run("backup", "restore", name), "exists; pass --force")
+    assert request_ids(env / "imgclass.db")[-1] == "later"
+    restored = run("backup", "restore", "latest", "--force")
+    assert restored.exit_code == 0, restored.output
+    assert f"restored {name}" in restored.output and "3 events" in restored.output
+    assert request_ids(env / "imgclass.db") == ["r0", "r1", "r2"]
+
+
+def test_prune(env, monkeypatch):
+    names = [NAME.search(run("backup", "create").output).group(0) for _ in range(3)]
+    result = run("backup", "prune", "--keep-last", "1", "--keep-daily", "0", "--keep-weekly", "0")
+    assert result.exit_code == 0, result.output
+    assert f"deleted {names[0]}" in result.output and f"deleted {names[1]}" in result.output
+    assert f"kept {names[2]} (last 1)" in result.output
+    assert sorted(p.name for p in (env / "backups").glob("*.json")) == [f"{names[2]}.json"]
+    # Defaults come from the settings.
+    monkeypatch.setenv("IMGCLASS_BACKUP_KEEP_LAST", "5")
+    assert "1 kept, 0 deleted" in run("backup", "prune").output
+
+
+def test_postgresql_is_refused(env, monkeypatch):
+    monkeypatch.setenv("IMGCLASS_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/x")
+    failed(run("backup", "create"), "pg_dump")
+
+
+def test_s3_round_trip_and_its_errors(env, monkeypatch):
+    with moto_server() as s3:
+        s3.client().create_bucket(Bucket="ops-backups")
+        for key, value in s3.settings_env().items():
+            monkeypatch.setenv(key, value)
+        dest = "s3://ops-backups/imgclass"
+        created = run("backup", "create", "--to", dest)
+        assert created.exit_code == 0, created.output
+        name = NAME.search(created.output).group(0)
+        assert name in run("backup", "list", "--from", dest).output
+        assert run("backup", "verify", "--from", dest).exit_code == 0
+        assert run("backup", "restore", name, "--from", dest, "--force").exit_code == 0
+        assert request_ids(env / "imgclass.db") == ["r0", "r1", "r2"]
+        failed(run("backup", "create", "--to", "s3://not-there/x"), "does not exist")
+        monkeypatch.setenv("IMGCLASS_S3_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+        failed(run("backup", "list", "--from", dest), "cannot reach the S3 endpoint")
