@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from imgclass.config import Settings
 from imgclass.errors import ModelUnavailable
+from imgclass.ops import metrics
 from imgclass.ops.cache import make_cache
 from imgclass.ops.limits import install_rate_limits
 from imgclass.ops.privacy import IpPolicy, load_or_create_key
@@ -89,13 +90,21 @@ def build_model_chain(settings: Settings) -> ModelChain:
         fallback, error = load_classifier(settings, precision=settings.fallback_precision)
         if fallback is None:
             log.warning("no fallback model: %s", error)
-    return ModelChain(
+    primary_name = f"{settings.model_name}-{settings.model_precision}"
+    fallback_name = f"{settings.model_name}-{settings.fallback_precision}"
+    chain = ModelChain(
         load_primary,
         fallback,
         failure_threshold=settings.breaker_failures,
         reset_after_s=settings.breaker_reset_s,
-        primary_name=f"{settings.model_name}-{settings.model_precision}",
+        primary_name=primary_name,
+        on_breaker_change=metrics.set_breaker_state,
+        on_fallback=lambda _name: metrics.fallback_activated(fallback_name),
     )
+    metrics.set_breaker_state(primary_name, chain.breaker_state)  # changes come from the chain
+    if chain.fallback is not None:
+        metrics.fallback_available(fallback_name)
+    return chain
 
 
 def build_ip_policy(settings: Settings) -> IpPolicy:
@@ -197,6 +206,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from imgclass.api import analytics, backups, drift, errors, feedback, health, models, predict
 
     errors.register(app)
+    from imgclass.api import metrics as http_metrics
+
+    http_metrics.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(predict.bp)

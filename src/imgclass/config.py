@@ -7,6 +7,8 @@ at ``os.environ`` itself.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -125,6 +127,15 @@ class Settings(BaseSettings):
     request_timeout_s: int = Field(60, ge=1, description="gunicorn worker timeout")
     log_level: str = "INFO"
 
+    metrics_dir: Path | None = Field(
+        None,
+        description="prometheus_client multiprocess directory for `serve` (emptied at start); "
+        "default: one per data dir in /dev/shm",
+    )
+    metrics_top_classes: int = Field(
+        25, ge=1, le=1000, description="classes named in imgclass_predictions_total per process"
+    )
+
     # Drift: Population Stability Index of a recent window against a reference window.
     drift_reference_events: int = Field(
         1000, ge=1, le=100_000, description="reference = the first N successful events"
@@ -239,6 +250,19 @@ class Settings(BaseSettings):
     @property
     def effective_inference_threads(self) -> int:
         return self.cpu_plan.inference_threads
+
+    @property
+    def effective_metrics_dir(self) -> Path:
+        if self.metrics_dir:
+            return self.metrics_dir.expanduser().resolve()
+        # Not on the data disk: prometheus_client mmaps sparse files there, and a worker
+        # that writes a metric while that filesystem is full dies of SIGBUS (measured: a
+        # crash loop on a full data disk). /dev/shm is memory; one directory per data dir.
+        shm = Path("/dev/shm")
+        if shm.is_dir() and os.access(shm, os.W_OK):
+            key = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
+            return shm / f"imgclass-metrics-{key}"
+        return self.data_dir / "metrics"
 
     @property
     def ip_hash_key_path(self) -> Path:

@@ -1,17 +1,26 @@
 """Serve the app with gunicorn: workers sized to the CPUs, one inference thread each.
 
-The parent process migrates the database and creates the first admin before
-forking, so workers start with ready storage and never race each other on it.
+The database is migrated and the first admin created before the workers fork,
+so they start with ready storage and never race each other on it.
+
+The gunicorn master never imports the app (so never ONNX Runtime nor
+prometheus_client): storage is prepared in a short-lived child process, and
+each worker imports the app itself. ONNX Runtime's native state does not
+survive fork: workers forked from a master that had loaded it aborted
+(SIGABRT) or hung on exit until gunicorn killed them. And prometheus_client
+must find its multiprocess directory set before it is first imported (see
+ops/multiproc.py); an exited worker's live gauges are dropped in ``child_exit``.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 
 from gunicorn.app.base import BaseApplication
 
-from imgclass.app import create_app, prepare_storage
 from imgclass.config import Settings
+from imgclass.ops import multiproc
 from imgclass.warehouse.db import make_engine
 
 log = logging.getLogger(__name__)
@@ -38,11 +47,15 @@ class ImgclassServer(BaseApplication):
             # gunicorn's control socket lives at one fixed path per user, so several
             # servers on a machine would clobber each other's; we do not use it.
             "control_socket_disable": True,
+            "child_exit": _child_exit,
+            "on_exit": _on_exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
 
     def load(self):
+        from imgclass.app import create_app
+
         # Each worker builds its own engine and model session (never shared across fork).
         worker_settings = self.settings.model_copy(
             update={"auto_migrate": False, "bootstrap_admin": False}
@@ -50,10 +63,34 @@ class ImgclassServer(BaseApplication):
         return create_app(worker_settings)
 
 
-def serve(settings: Settings) -> None:
+def _child_exit(_arbiter, worker) -> None:
+    multiproc.worker_exited(worker.pid)
+
+
+def _on_exit(_arbiter) -> None:
+    multiproc.cleanup()
+
+
+def _prepare_storage(settings: Settings) -> None:
+    from imgclass.app import prepare_storage
+
     engine = make_engine(settings.effective_database_url, **settings.engine_options)
-    prepare_storage(settings, engine)
-    engine.dispose()
+    try:
+        prepare_storage(settings, engine)
+    finally:
+        engine.dispose()
+
+
+def serve(settings: Settings) -> None:
+    # In a child, so that this process (the master) never imports the app; see above.
+    child = multiprocessing.get_context("fork").Process(
+        target=_prepare_storage, args=(settings,), name="imgclass-prepare-storage"
+    )
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"could not prepare the database (exit code {child.exitcode})")
+    multiproc.enable(settings.effective_metrics_dir)
     cpu = settings.cpu_plan
     log.info(
         "sizing for %d CPUs: %d workers x %d threads, %d inference threads each",

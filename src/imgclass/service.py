@@ -19,6 +19,7 @@ from datetime import datetime
 import numpy as np
 
 from imgclass.errors import ModelUnavailable, ServiceError, StorageUnavailable
+from imgclass.ops import metrics
 from imgclass.ops.cache import CachedResult, ResultCache, cache_key
 from imgclass.vision.classifier import ModelInfo, Prediction
 from imgclass.vision.fallback import ModelChain
@@ -109,7 +110,8 @@ class PredictionService:
             self._decode(ctx, misses, len(uploads))
             started = time.perf_counter()
             try:
-                answer = self.models.classify(np.stack([m.tensor for m in misses]), top_k)
+                with metrics.stage("inference"):
+                    answer = self.models.classify(np.stack([m.tensor for m in misses]), top_k)
             except ModelUnavailable as exc:
                 self.record_failure(ctx, exc.status, exc.code)
                 raise
@@ -147,12 +149,15 @@ class PredictionService:
             )
             events.append(self._event(ctx, item, model, time_ms, is_fallback))
         try:
-            self.recorder.record(events)
+            with metrics.stage("db_write"):
+                self.recorder.record(events)
         except Exception as exc:
             log.exception("could not record request %s", ctx.request_id)
             raise StorageUnavailable(
                 "the request could not be recorded, so it was not processed; retry later"
             ) from exc
+        for result in results:  # what the client is told, now that it is recorded
+            metrics.observe_prediction(result.predictions[0].label, result.predictions[0].score)
         return results
 
     def _look_up(
@@ -162,6 +167,10 @@ class PredictionService:
         if identity is not None and upload.data:
             item.key = cache_key(identity, top_k, item.sha256)
             item.cached = self.cache.get(item.key)
+            if item.cached is None:
+                metrics.cache_miss()
+            else:
+                metrics.cache_hit()
         return item
 
     def _decode(self, ctx: RequestContext, misses: list[_Pending], n_uploads: int) -> None:
@@ -170,19 +179,22 @@ class PredictionService:
         for item in misses:
             upload = item.upload
             try:
-                image = load_image(
-                    upload.data,
-                    max_pixels=self.max_image_pixels,
-                    min_short_side=prep.resize_short,
-                    sha256=item.sha256,
-                )
+                with metrics.stage("decode"):
+                    image = load_image(
+                        upload.data,
+                        max_pixels=self.max_image_pixels,
+                        min_short_side=prep.resize_short,
+                        sha256=item.sha256,
+                    )
             except ServiceError as exc:
                 self.record_failure(ctx, exc.status, exc.code, upload=upload)
                 if n_uploads > 1:
                     exc.message = f"file {item.index} ({upload.filename!r}): {exc.message}"
                     exc.args = (exc.message,)
                 raise
-            item.tensor = to_tensor(image.image, prep)
+            metrics.observe_input(image.width, image.height, image.n_bytes)
+            with metrics.stage("preprocess"):
+                item.tensor = to_tensor(image.image, prep)
             item.image_facts = ImageFacts(
                 image.sha256,
                 upload.filename,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 
-from prometheus_client import REGISTRY
-
 from imgclass.app import services
+from imgclass.ops.metrics import REGISTRY
 
 
 def test_drift_needs_an_admin_key(app, client):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
-from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
 
 from imgclass.app import create_app, services
+from imgclass.ops.metrics import REGISTRY
 from imgclass.warehouse.feedback import accuracy
 from imgclass.warehouse.schema import api_event_fact, class_dim, prediction_feedback
 from tests.conftest import CAT_CLASSES, ESPRESSO

@@ -63,6 +63,8 @@ def server(tmp_path_factory, model_dir):
     proc.terminate()
     output, _ = proc.communicate(timeout=30)
     assert "Traceback" not in output, output
+    # Every worker exits by itself: none aborted, none killed after the grace period.
+    assert proc.returncode == 0 and "was sent SIG" not in output, output
 
 
 def facts(data_dir: Path) -> list[tuple]:

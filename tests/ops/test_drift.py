@@ -13,12 +13,13 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from imgclass.app import create_app, services
 from imgclass.config import Settings
 from imgclass.ops.drift import FEATURES
+from imgclass.ops.metrics import REGISTRY
 from tests.support.image_stream import image_stream, post_stream
 
 pytestmark = pytest.mark.slow

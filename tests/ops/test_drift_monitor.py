@@ -6,10 +6,9 @@ import logging
 import threading
 import time
 
-from prometheus_client import REGISTRY
-
 from imgclass.app import create_app, services
 from imgclass.ops.drift import DriftMonitor
+from imgclass.ops.metrics import REGISTRY
 from imgclass.warehouse.db import make_engine
 from imgclass.warehouse.migrate import upgrade
 

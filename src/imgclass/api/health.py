@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from imgclass.app import services
+from imgclass.ops import metrics
 from imgclass.warehouse.health import check_writable
 
 bp = Blueprint("health", __name__)
@@ -37,6 +38,9 @@ def readyz():
     except SQLAlchemyError as exc:
         checks["database"] = "not writable"
         reasons.append(f"database: {type(exc.orig or exc).__name__}: {exc.orig or exc}"[:300])
+    failing = {reason.split(":", 1)[0] for reason in reasons}  # each reason names its check
+    for check in checks:  # the gauge an alert fires on
+        metrics.set_ready(check, check not in failing)
     if reasons:
         return jsonify(status="unavailable", checks=checks, reasons=reasons), 503
     return jsonify(status="ready", checks=checks)

@@ -15,6 +15,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from imgclass.app import services
 from imgclass.errors import BadRequest, ServiceError
+from imgclass.ops import metrics
 from imgclass.ops.auth import ANONYMOUS, authenticate
 from imgclass.service import RequestContext, Upload
 from imgclass.warehouse.recorder import Requester, utc_now
@@ -57,7 +58,8 @@ def predict():
         svc.predictor.record_failure(ctx, exc.status, exc.code)
         raise
 
-    results = svc.predictor.predict(ctx, uploads, top_k)
+    with metrics.images_in_flight(len(uploads)):
+        results = svc.predictor.predict(ctx, uploads, top_k)
     # The request's model: whoever answered the images that were not cached.
     answered = next((r for r in results if not r.cached), results[0])
     return jsonify(

@@ -43,10 +43,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 import numpy as np
-from prometheus_client import Gauge
 from sqlalchemy import Engine
 
 from imgclass.config import Settings
+from imgclass.ops import metrics
 from imgclass.warehouse.drift_data import Window, recent_window, reference_window
 from imgclass.warehouse.recorder import utc_now
 
@@ -400,22 +400,6 @@ def compute_report(engine: Engine, settings: Settings, now: datetime | None = No
 # Prometheus
 # ---------------------------------------------------------------------------
 
-# The gauges. Every worker computes the same figure from the same warehouse, so in
-# multiprocess mode the most recent value of a live process is the right one
-# ("max" would keep a dead worker's stale maximum, and NaN does not order).
-DRIFT_PSI = Gauge(
-    "imgclass_drift_psi",
-    "Population Stability Index of the recent window against the reference, per feature "
-    "(NaN when a window has too few events)",
-    ["feature"],
-    multiprocess_mode="livemostrecent",
-)
-DRIFT_THRESHOLD = Gauge(
-    "imgclass_drift_threshold",
-    "PSI above which a feature counts as drifted",
-    multiprocess_mode="livemostrecent",
-)
-
 
 def publish(report: DriftReport) -> None:
     """Set the drift gauges from ``report`` (the one place they are written).
@@ -425,11 +409,9 @@ def publish(report: DriftReport) -> None:
     prometheus_client's multiprocess mode. ``imgclass_drift_psi > threshold``
     is false for NaN, so no alert fires on missing data.
     """
-    DRIFT_THRESHOLD.set(report.threshold)
+    metrics.set_drift_threshold(report.threshold)
     for feature in report.features:
-        DRIFT_PSI.labels(feature=feature.feature).set(
-            math.nan if feature.psi is None else feature.psi
-        )
+        metrics.set_drift_psi(feature.feature, math.nan if feature.psi is None else feature.psi)
 
 
 # ---------------------------------------------------------------------------

@@ -14,25 +14,16 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from prometheus_client import Counter
 from sqlalchemy import Engine
 
 from imgclass.errors import BadRequest, Conflict, NotFound, ServiceError
+from imgclass.ops import metrics
 from imgclass.vision.labels import imagenet_labels
 from imgclass.warehouse.feedback import EventRef, FeedbackStore, request_events
 from imgclass.warehouse.recorder import ClassFacts
 
 WNID = re.compile(r"^n\d{8}$")
 SHOWN = 10  # how many choices an error message lists
-
-# The feedback counter. Defined here until the metrics module owns every metric.
-FEEDBACK_TOTAL = Counter(
-    "imgclass_feedback",
-    "Ground-truth feedback received, by whether the model's top-1 class was right",
-    ["outcome"],
-)
-for _outcome in ("correct", "incorrect"):
-    FEEDBACK_TOTAL.labels(outcome=_outcome)  # export both series from the start, at 0
 
 
 class UnknownClass(ServiceError):
@@ -174,7 +165,7 @@ class FeedbackService:
             )
         index, event = _pick(req.request_id, answered, req)
         stored = self.store.record(event, true_class, user_id)
-        FEEDBACK_TOTAL.labels(outcome="correct" if stored.is_correct else "incorrect").inc()
+        metrics.feedback_received(stored.is_correct)
         assert event.class_id is not None
         return FeedbackOutcome(
             request_id=req.request_id,

@@ -1,0 +1,181 @@
+"""The shipped Prometheus, Alertmanager and Grafana files, checked by the real tools.
+
+promtool and amtool come from Debian's prometheus and prometheus-alertmanager.
+The live checks against a running server are in test_monitoring_stack.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from imgclass.ops import metrics
+from tests.deploy.monitoring import (
+    ALERTMANAGER_YML,
+    ALERTS_TEST_YML,
+    ALERTS_YML,
+    GRAFANA_DIR,
+    PROMETHEUS_DIR,
+    PROMETHEUS_YML,
+    alert_queries,
+    alert_rules,
+    as_bool_comparisons,
+    dashboard,
+    dashboard_panels,
+    dashboard_queries,
+    load_yaml,
+    metric_families,
+)
+from tests.support.system import require_binary
+
+DATASOURCE_UID = "imgclass-prometheus"
+
+
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    return require_binary("promtool", "prometheus")
+
+
+@pytest.fixture(scope="module")
+def amtool() -> str:
+    return require_binary("amtool", "prometheus-alertmanager")
+
+
+def test_promtool_accepts_the_config_and_its_rule_file(promtool):
+    done = run(promtool, "check", "config", str(PROMETHEUS_YML))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 rule files found" in done.stdout
+
+
+def test_promtool_accepts_the_alert_rules(promtool):
+    done = run(promtool, "check", "rules", str(ALERTS_YML))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{len(alert_rules())} rules found" in done.stdout
+
+
+def test_promtool_unit_tests_of_the_alerts_pass(promtool):
+    done = run(promtool, "test", "rules", ALERTS_TEST_YML.name, cwd=PROMETHEUS_DIR)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_every_alert_has_a_unit_test_that_fires_it():
+    fired = {
+        case["alertname"]
+        for test in load_yaml(ALERTS_TEST_YML)["tests"]
+        for case in test["alert_rule_test"]
+        if case.get("exp_alerts")
+    }
+    assert fired == set(alert_queries())
+
+
+def test_every_alert_has_a_severity_for_routing_and_words_for_people():
+    names = [rule["alert"] for rule in alert_rules()]
+    assert len(names) == len(set(names))
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
+        assert rule["alert"].startswith("Imgclass")
+    required = {
+        "ImgclassInstanceDown",
+        "ImgclassHighErrorRate",
+        "ImgclassHighLatencyP99",
+        "ImgclassFallbackInUse",
+        "ImgclassDriftDetected",
+        "ImgclassNotReady",
+        "ImgclassDiskSpaceLow",
+        "ImgclassBackupTooOld",
+    }
+    assert required <= set(names)
+
+
+def test_alertmanager_config_is_valid_and_routes_by_severity(amtool):
+    done = run(amtool, "check-config", str(ALERTMANAGER_YML))
+    assert done.returncode == 0, done.stdout + done.stderr
+    for labels, receiver in (
+        (["severity=critical", "alertname=ImgclassNotReady"], "pager"),
+        (["severity=warning", "alertname=ImgclassDriftDetected"], "tickets"),
+        (["alertname=SomethingUnlabelled"], "tickets"),
+    ):
+        done = run(amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_YML}", *labels)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.split() == [receiver], labels
+    config = load_yaml(ALERTMANAGER_YML)
+    for receiver in config["receivers"]:
+        assert all(hook["send_resolved"] for hook in receiver["webhook_configs"])
+
+
+def test_queries_only_read_metrics_the_service_exports():
+    exported = {family.name for family in metrics.REGISTRY.collect()} | {"up"}
+    for source in (dashboard_queries(), alert_queries()):
+        for where, expr in source.items():
+            unknown = metric_families(expr) - exported
+            assert not unknown, f"{where}: {sorted(unknown)}"
+
+
+def test_grafana_dashboard_is_well_formed_and_covers_the_service():
+    board = dashboard()
+    assert board["uid"] and board["title"] and board["schemaVersion"] >= 36
+    panels = dashboard_panels()
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    cells = set()
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps another panel"
+                cells.add((x, y))
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == DATASOURCE_UID, panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert refs and len(refs) == len(set(refs)), panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == DATASOURCE_UID and target["expr"].strip()
+    for where, expr in dashboard_queries().items():
+        assert "$" not in expr, f"{where} uses a variable Grafana would not fill: {expr}"
+    used = set().union(*(metric_families(e) for e in dashboard_queries().values()))
+    for topic in (
+        "imgclass_http_requests",  # traffic, errors
+        "imgclass_http_request_duration_seconds",  # latency percentiles
+        "imgclass_stage_duration_seconds",
+        "imgclass_cache_hits",
+        "imgclass_fallback_activations",
+        "imgclass_circuit_breaker_state",
+        "imgclass_drift_psi",
+        "imgclass_predictions",  # top classes
+        "imgclass_feedback",  # accuracy
+    ):
+        assert topic in used, topic
+
+
+def test_grafana_provisioning_points_at_the_dashboard_and_datasource():
+    sources = load_yaml(GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml")
+    (source,) = sources["datasources"]
+    assert source["uid"] == DATASOURCE_UID and source["type"] == "prometheus"
+    providers = load_yaml(GRAFANA_DIR / "provisioning" / "dashboards" / "imgclass.yml")
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
+    assert sorted(p.name for p in (GRAFANA_DIR / "dashboards").iterdir()) == ["imgclass.json"]
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ('up{job="imgclass"} == 0', 'up{job="imgclass"} == bool 0'),
+        ('a{status!~"2..", x!="y"} > 0.05', 'a{status!~"2..", x!="y"} > bool 0.05'),
+        ("a >= on (job) group_left b", "a >= bool on (job) group_left b"),
+        ("time() - max(t) > 26 * 3600", "time() - max(t) > bool 26 * 3600"),
+        ('a{l=">=<"} <= 1', 'a{l=">=<"} <= bool 1'),
+        ("a + b", "a + b"),
+    ],
+)
+def test_alert_conditions_become_bool_comparisons(expr, expected):
+    assert as_bool_comparisons(expr) == expected

@@ -1,0 +1,84 @@
+"""A full data disk: requests fail with 503, and the metrics keep working.
+
+prometheus_client writes through mmap; on a full filesystem a write to a not yet
+allocated page kills the process with SIGBUS. With the metrics directory on the
+data disk, a full disk became a worker crash loop; by default it is not there.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.support.prom import parse, value
+from tests.support.servers import http_get, start_imgclass
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MB tmpfs for the data dir (needs root, as CI and these machines have)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(disk) -> None:
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * (1 << 16))
+    except OSError:  # ENOSPC
+        pass
+    finally:
+        os.close(fd)
+
+
+def predict(base: str, data: bytes) -> int:
+    req = urllib.request.Request(
+        base + "/api/v1/predict", data=data, headers={"Content-Type": "image/jpeg"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_full_data_disk_leaves_the_metrics_and_the_workers_alive(
+    tmp_path, small_disk, model_dir, cat_jpeg
+):
+    server = start_imgclass(tmp_path / "run", model_dir, data_dir=small_disk / "data")
+    try:
+        server.wait_until("/readyz")
+        assert predict(server.base, cat_jpeg) == 200
+        fill(small_disk)
+        # New label values (statuses, routes) mean new entries in the metric files.
+        for path in ("/no/such/page", "/another/missing/page"):
+            assert http_get(server.base + path)[0] == 404
+        assert predict(server.base, cat_jpeg) == 503
+        status, body = http_get(server.base + "/metrics")
+        assert status == 200
+        samples = parse(body.decode())
+        assert value(samples, "imgclass_ready", check="database") == 0
+        assert value(samples, "imgclass_data_dir_free_bytes") == 0
+        labels = {"endpoint": "/api/v1/predict", "status": "503"}
+        assert value(samples, "imgclass_http_requests_total", **labels) == 1
+        (small_disk / "filler").unlink()
+        assert predict(server.base, cat_jpeg) == 200
+    finally:
+        output = server.stop()
+    assert "SIGBUS" not in output and "was sent SIG" not in output, output
