@@ -157,7 +157,43 @@ def run(args, url: str, fresh: bool) -> None:
     for label, params in summaries.items():
         ms, body = timed(lambda p=params: analytics.summary(engine, p, today), args.repeat)
         print(f"{label}: {ms:.0f} ms (requests {body['totals']['requests']:,})")
+    if engine.dialect.name == "sqlite":
+        compare_percentile_methods(engine)
     engine.dispose()
+
+
+WINDOW_P95 = """
+SELECT d, c, SUM(CASE WHEN rn = lo THEN t * (1 - w) WHEN rn = lo + 1 THEN t * w ELSE 0 END)
+FROM (SELECT timestamp_key / 10000 AS d, class_key AS c, time_taken AS t,
+             ROW_NUMBER() OVER win AS rn,
+             ((COUNT(*) OVER part) - 1) * 95 / 100 + 1 AS lo,
+             (((COUNT(*) OVER part) - 1) * 95 % 100) / 100.0 AS w
+      FROM api_event_fact
+      WINDOW part AS (PARTITION BY timestamp_key / 10000, class_key),
+             win AS (part ORDER BY time_taken))
+GROUP BY d, c
+"""
+AGGREGATE_P95 = """
+SELECT timestamp_key / 10000 AS d, class_key AS c, imgclass_percentile(time_taken, 0.95)
+FROM api_event_fact GROUP BY d, c
+"""
+
+
+def compare_percentile_methods(engine) -> None:
+    """p95 by day and class over every fact: window functions vs the registered aggregate."""
+    found = {}
+    with engine.connect() as conn:
+        for name, sql in [("window", WINDOW_P95), ("aggregate", AGGREGATE_P95)] * 2:
+            started = time.perf_counter()
+            rows = conn.execute(text(sql)).all()
+            ms = (time.perf_counter() - started) * 1000
+            found[name] = {(d, c): v for d, c, v in rows}
+            print(f"p95 by day x class over all facts, {name}: {ms:.0f} ms ({len(rows):,} groups)")
+    same = found["window"].keys() == found["aggregate"].keys() and all(
+        abs(found["window"][k] - v) <= 1e-9 * max(1.0, abs(v))
+        for k, v in found["aggregate"].items()
+    )
+    print(f"window and aggregate agree: {same}")
 
 
 if __name__ == "__main__":
