@@ -157,6 +157,29 @@ def run(args, url: str, fresh: bool) -> None:
     for label, params in summaries.items():
         ms, body = timed(lambda p=params: analytics.summary(engine, p, today), args.repeat)
         print(f"{label}: {ms:.0f} ms (requests {body['totals']['requests']:,})")
+    # What else the dashboard asks for (not targets; to see that it stays usable).
+    others = {
+        "timeseries grain=hour, requests": (analytics.timeseries, {"grain": "hour"}),
+        "timeseries grain=hour, requests,p50,p95,p99": (
+            analytics.timeseries,
+            {"grain": "hour", "measures": "requests,p50_time_ms,p95_time_ms,p99_time_ms"},
+        ),
+        "timeseries grain=day, requests,errors": (
+            analytics.timeseries,
+            {"grain": "day", "measures": "requests,errors"},
+        ),
+        "concepts (top level)": (analytics.concept_children, {}),
+        "concepts parent=dog": (analytics.concept_children, {"parent": "dog"}),
+        "concepts parent=animal, user=alice": (
+            analytics.concept_children,
+            {"parent": "animal", "user": "alice"},
+        ),
+        "events limit=50": (analytics.latest_events, {}),
+        "events limit=50, class=tabby": (analytics.latest_events, {"class": "tabby"}),
+    }
+    for label, (fn, params) in others.items():
+        ms, _ = timed(lambda f=fn, p=params: f(engine, p), args.repeat)
+        print(f"{label}: {ms:.0f} ms")
     if engine.dialect.name == "sqlite":
         compare_percentile_methods(engine)
     engine.dispose()
