@@ -42,3 +42,21 @@ def require_binary(binary: str, package: str) -> str:
             return found
     _unavailable(f"{binary} is not installed (Debian package {package!r})")
     raise AssertionError("unreachable")
+
+
+def require_file(path: str, package: str) -> str:
+    """``path``, installing Debian's ``package`` first if it is missing (data packages)."""
+    import pathlib
+
+    if not pathlib.Path(path).exists() and os.geteuid() == 0 and shutil.which("apt-get"):
+        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
+        subprocess.run([*apt, "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(
+            [*apt, "install", "-y", "-qq", package],
+            check=False,
+            capture_output=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    if not pathlib.Path(path).exists():
+        _unavailable(f"{path} is missing (Debian package {package!r})")
+    return path

@@ -13,7 +13,7 @@ from imgclass.warehouse.concepts import class_label, imagenet_concepts
 from imgclass.warehouse.db import make_engine
 from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.schema import class_concept, concept_dim
-from tests.support.system import _unavailable
+from tests.support.system import require_file
 
 REPO = Path(__file__).resolve().parents[2]
 TABBY = 281
@@ -86,8 +86,7 @@ def test_migration_loads_the_hierarchy_as_a_tree(tmp_path):
 
 
 def test_data_file_is_what_the_script_makes_from_wordnet(tmp_path):
-    if not Path("/usr/share/wordnet/data.noun").is_file():
-        _unavailable("WordNet 3.0 is not installed (Debian package 'wordnet-base')")
+    require_file("/usr/share/wordnet/data.noun", "wordnet-base")
     out = tmp_path / "concepts.json.gz"
     subprocess.run(
         [sys.executable, str(REPO / "scripts/build_concepts.py"), "--out", str(out)],

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from imgclass.warehouse.db import make_engine
 from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.recorder import Recorder
-from imgclass.warehouse.schema import api_event_fact, class_dim, image_dim, user_dim
+from imgclass.warehouse.schema import (
+    DAILY_AGGREGATES,
+    api_event_fact,
+    class_dim,
+    image_dim,
+    user_dim,
+)
 from tests.warehouse.cube_data import make_events
 
 
@@ -52,4 +59,17 @@ def test_record_batch_matches_record(tmp_path):
     images = select(image_dim.c.image_key, image_dim.c.image_id, image_dim.c.image_filename)
     with one.connect() as a, many.connect() as b:
         assert a.execute(images).all() == b.execute(images).all()
+    # And the same daily aggregates, built 100 and 50 facts at a time instead of one by one.
+    for table in DAILY_AGGREGATES:
+        with one.connect() as a, many.connect() as b:
+            ordered = select(table).order_by(*table.primary_key.columns)
+            want, got = a.execute(ordered).all(), b.execute(ordered).all()
+        assert len(got) == len(want) > 0
+        for x, y in zip(got, want, strict=True):
+            assert [v for v in x if not isinstance(v, float)] == [
+                v for v in y if not isinstance(v, float)
+            ]
+            assert [v for v in x if isinstance(v, float)] == pytest.approx(
+                [v for v in y if isinstance(v, float)], rel=1e-12
+            )
     assert recorder.record_batch([]) == []

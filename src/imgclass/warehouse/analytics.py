@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import date, timedelta
 
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Engine, select
 
 from imgclass.warehouse.concepts import imagenet_concepts, normalize_name
-from imgclass.warehouse.cube import Cube, CubeQuery, int_constant, where_clauses
+from imgclass.warehouse.cube import Cube, CubeQuery, where_clauses
 from imgclass.warehouse.cube_params import (
     FILTER_PARAMS,
     TIME_PARAMS,
@@ -26,7 +26,6 @@ from imgclass.warehouse.cube_params import (
 from imgclass.warehouse.schema import (
     NONE_KEY,
     api_event_fact,
-    class_concept,
     class_dim,
     concept_dim,
     image_dim,
@@ -215,7 +214,6 @@ def concept_children(engine: Engine, params: Mapping[str, str]) -> dict:
     base = _base(params, ("parent",))
     parent = _find_concept(engine, params["parent"]) if params.get("parent") else None
     depth = 0 if parent is None else parent.depth + 1
-    cc = class_concept.alias("cc")
     with engine.connect() as conn:
         path = []
         key = parent.concept_key if parent is not None else None
@@ -232,21 +230,19 @@ def concept_children(engine: Engine, params: Mapping[str, str]) -> dict:
             )
             .order_by(concept_dim.c.name)
         ).all()
-        counts = dict(
-            conn.execute(
-                select(cc.c.concept_key, func.sum(f.c.request_count))
-                .select_from(
-                    f.join(class_dim, class_dim.c.class_key == f.c.class_key).join(
-                        cc,
-                        and_(
-                            cc.c.class_id == class_dim.c.class_id, cc.c.depth == int_constant(depth)
-                        ),
-                    )
-                )
-                .where(*where_clauses(base))
-                .group_by(cc.c.concept_key)
-            ).all()
+    counts: dict[str, int] = {}
+    if children:
+        # Through the cube, so that whole-day queries read agg_day_class, not every fact.
+        dimension = f"concept:{depth}"
+        under = (("concept", (parent.wnid,)),) if parent is not None else ()
+        query = replace(
+            base,
+            group_by=(dimension,),
+            measures=("requests",),
+            filters=base.filters + under,
+            limit=len(children) + 1000,
         )
+        counts = {row[dimension]: row["requests"] for row in Cube(engine).run(query).rows}
     labels = {
         path[-1].wnid: imagenet_concepts().labels[cid]
         for cid, path in imagenet_concepts().paths.items()
@@ -260,7 +256,7 @@ def concept_children(engine: Engine, params: Mapping[str, str]) -> dict:
                     "wnid": c.wnid,
                     "name": c.name,
                     "depth": c.depth,
-                    "requests": int(counts.get(c.concept_key) or 0),
+                    "requests": counts.get(c.name, 0),
                     "class": labels.get(c.wnid),
                 }
                 for c in children

@@ -691,12 +691,7 @@ class Cube:
         return format_value(name, value)
 
     def _grouped(self, query: CubeQuery, dims, order, limit) -> tuple[list[dict], bool]:
-        ungrouped_percentiles = (
-            not dims
-            and self.engine.dialect.name == "sqlite"
-            and set(PERCENTILES) & set(query.measures)
-        )
-        if ungrouped_percentiles:
+        if not dims and set(PERCENTILES) & set(query.measures):
             return [self._totals_with_ordered_percentiles(query)], False
         stmt, labels = self.statement(query, dims, order, limit)
         with self.engine.connect() as conn:
@@ -713,7 +708,7 @@ class Cube:
         return rows, truncated
 
     def _totals_with_ordered_percentiles(self, query: CubeQuery) -> dict:
-        """SQLite totals: percentiles read off the time_taken index, the rest aggregated."""
+        """Totals: percentiles read off the latency index (k-th entry), the rest aggregated."""
         others = tuple(m for m in query.measures if m not in PERCENTILES)
         where = where_clauses(query)
         found: dict[str, Any] = {}
