@@ -9,7 +9,7 @@ VENDOR := src/imgclass/web/static/vendor
 CHARTJS := $(VENDOR)/chart.umd.min.js
 PYTEST_ARGS ?=
 
-.PHONY: install model run test lint format bench screenshots clean
+.PHONY: install model run test lint format bench screenshots clean cluster cluster-down
 
 install: $(STAMP) model $(SAMPLE) $(CHARTJS)
 
@@ -40,6 +40,19 @@ $(CHARTJS): package.json package-lock.json
 
 run: install
 	$(BIN)/imgclass serve
+
+# N replicas behind nginx on PostgreSQL + Redis, with Prometheus (scripts/cluster.py); Ctrl-C
+# stops it. `make cluster CLUSTER_ARGS=--detach` returns at once; `make cluster-down` stops that.
+IMGCLASS_CLUSTER_REPLICAS ?= 3
+CLUSTER_ARGS ?=
+cluster: install
+	command -v nginx >/dev/null && command -v prometheus >/dev/null || \
+		(apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		 apt-get -o DPkg::Lock::Timeout=600 install -y -qq nginx prometheus)
+	$(BIN)/python -m scripts.cluster up --replicas $(IMGCLASS_CLUSTER_REPLICAS) $(CLUSTER_ARGS)
+
+cluster-down:
+	$(BIN)/python -m scripts.cluster down
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts

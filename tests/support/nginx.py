@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from scripts.cluster import NGINX_DIR, NGINX_SERVER_PARAMS, write_nginx_dir
 from tests.support.system import require_binary
 
-NGINX_DIR = Path(__file__).resolve().parents[2] / "deploy" / "nginx"
+__all__ = ["NGINX_DIR", "check_config", "free_port", "running_nginx", "write_run_dir"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -29,20 +30,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def write_run_dir(
-    upstreams: list[str], listen: str, *, server_params: str = "max_fails=1 fail_timeout=5s"
+    upstreams: list[str], listen: str, *, server_params: str = NGINX_SERVER_PARAMS
 ) -> Path:
     """A fresh run directory: nginx.conf as shipped, our replicas, our listen address.
 
-    The directory is world-traversable (mkdtemp's 0700 would lock nginx's unprivileged
-    workers out of their temp files when the tests run as root).
+    Written the way `make cluster` writes its own (world-traversable: mkdtemp's 0700 would
+    lock nginx's unprivileged workers out of their temp files when the tests run as root).
     """
     run_dir = Path(tempfile.mkdtemp(prefix="imgclass-nginx-"))
-    run_dir.chmod(0o755)
-    shutil.copy(NGINX_DIR / "nginx.conf", run_dir / "nginx.conf")
-    lines = [f"server {address} {server_params};" for address in upstreams]
-    (run_dir / "upstream-servers.conf").write_text("\n".join(lines) + "\n")
-    (run_dir / "listen.conf").write_text(f"listen {listen};\n")
-    return run_dir
+    return write_nginx_dir(run_dir, upstreams, listen, server_params)
 
 
 def nginx_command(run_dir: Path, *extra: str) -> list[str]:

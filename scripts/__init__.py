@@ -1,0 +1,1 @@
+"""Developer scripts; importable (``python -m scripts.cluster``) from the repository root."""
