@@ -315,7 +315,11 @@ AGGREGATE_QUERIES = [
     ({"group_by": "day", "day": "2026-12-29,2027-01-01"}, "agg_day_outcome"),
     ({"group_by": "class", "from": "2026-12-30T00:00:01"}, "api_event_fact"),  # not whole days
     ({"group_by": "class,user"}, "api_event_fact"),  # no aggregate has both
-    ({"group_by": "hour"}, "api_event_fact"),
+    ({"group_by": "hour,status"}, "agg_hour_outcome"),
+    ({"group_by": "hour_of_day,fallback", "from": "2026-12-30T05:00"}, "agg_hour_outcome"),
+    ({"group_by": "day", "hour": "2026-12-29T23,2027-01-01T02"}, "agg_hour_outcome"),
+    ({"group_by": "hour", "to": "2026-12-30T05:30"}, "api_event_fact"),  # not whole hours
+    ({"group_by": "minute"}, "api_event_fact"),
 ]
 
 
@@ -337,17 +341,15 @@ def test_daily_aggregates_answer_exactly_what_the_facts_do(seeded, params, table
 
 def test_aggregates_rebuilt_from_facts_equal_the_recorded_ones(seeded):
     from imgclass.warehouse.aggregates import rebuild
-    from imgclass.warehouse.schema import DAILY_AGGREGATES
+    from imgclass.warehouse.schema import AGGREGATES
 
     cube, _ = seeded
     with cube.engine.connect() as conn:
-        kept = {t.name: sorted(map(tuple, conn.execute(select(t)))) for t in DAILY_AGGREGATES}
+        kept = {t.name: sorted(map(tuple, conn.execute(select(t)))) for t in AGGREGATES}
         conn.rollback()
         with conn.begin() as transaction:
             rebuild(conn)
-            rebuilt = {
-                t.name: sorted(map(tuple, conn.execute(select(t)))) for t in DAILY_AGGREGATES
-            }
+            rebuilt = {t.name: sorted(map(tuple, conn.execute(select(t)))) for t in AGGREGATES}
             transaction.rollback()  # leave the shared warehouse as it was
     for name, rows in kept.items():
         assert len(rows) == len(rebuilt[name]) > 0

@@ -9,7 +9,7 @@ from imgclass.warehouse.db import make_engine
 from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.recorder import Recorder
 from imgclass.warehouse.schema import (
-    DAILY_AGGREGATES,
+    AGGREGATES,
     api_event_fact,
     class_dim,
     image_dim,
@@ -60,7 +60,7 @@ def test_record_batch_matches_record(tmp_path):
     with one.connect() as a, many.connect() as b:
         assert a.execute(images).all() == b.execute(images).all()
     # And the same daily aggregates, built 100 and 50 facts at a time instead of one by one.
-    for table in DAILY_AGGREGATES:
+    for table in AGGREGATES:
         with one.connect() as a, many.connect() as b:
             ordered = select(table).order_by(*table.primary_key.columns)
             want, got = a.execute(ordered).all(), b.execute(ordered).all()

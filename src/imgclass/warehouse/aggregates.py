@@ -1,4 +1,5 @@
-"""Daily roll-ups of the facts (``agg_day_class``, ``agg_day_user``, ``agg_day_outcome``).
+"""Roll-ups of the facts: ``agg_day_class``, ``agg_day_user``, ``agg_day_outcome`` (daily)
+and ``agg_hour_outcome`` (hourly).
 
 The Recorder adds every new fact row to them in the same transaction (``add_facts``),
 so they are always exactly the facts summed by day and key; ``rebuild`` recomputes
@@ -14,22 +15,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache
 
-from sqlalchemy import Integer, String, TextClause, case, func, literal_column, select, text
+from sqlalchemy import Integer, String, Table, TextClause, case, func, literal_column, select, text
 from sqlalchemy.engine import Connection
 
 from imgclass.warehouse.schema import (
-    DAILY_AGGREGATES,
+    AGGREGATES,
     agg_day_class,
     agg_day_outcome,
     agg_day_user,
+    agg_hour_outcome,
     api_event_fact,
 )
 
+OUTCOME = ("model_key", "status_code", "error_code", "cache_hit", "is_fallback")
 KEYS = {
     agg_day_class: ("class_key",),
     agg_day_user: ("user_key",),
-    agg_day_outcome: ("model_key", "status_code", "error_code", "cache_hit", "is_fallback"),
+    agg_day_outcome: OUTCOME,
+    agg_hour_outcome: OUTCOME,
 }
+
+
+def time_key(table: Table) -> tuple[str, int]:
+    """(time key column, what to divide timestamp_key (YYYYMMDDHHMM) by to get it)."""
+    return ("hour_key", 100) if "hour_key" in table.c else ("day_key", 10_000)
+
+
 ADDITIVE = (
     "events",
     "requests",
@@ -57,8 +68,8 @@ def _upsert(table_name: str, dialect: str) -> TextClause:
     Written once as text from our own table and column names: SQLAlchemy recompiles an
     on_conflict_do_update construct on every execution, which cost ~1 ms per event.
     """
-    table = next(t for t in DAILY_AGGREGATES if t.name == table_name)
-    keys = ("day_key", *KEYS[table])
+    table = next(t for t in AGGREGATES if t.name == table_name)
+    keys = (time_key(table)[0], *KEYS[table])
     columns = [c.name for c in table.columns]
     least, greatest = ("LEAST", "GREATEST") if dialect == "postgresql" else ("min", "max")
     updates = [f"{c} = {table_name}.{c} + excluded.{c}" for c in ADDITIVE]
@@ -74,12 +85,13 @@ def _upsert(table_name: str, dialect: str) -> TextClause:
 
 
 def add_facts(conn: Connection, rows: Sequence[dict]) -> None:
-    """Add fact rows (as inserted into api_event_fact) to every daily aggregate."""
-    for table in DAILY_AGGREGATES:
+    """Add fact rows (as inserted into api_event_fact) to every aggregate."""
+    for table in AGGREGATES:
         keys = KEYS[table]
+        time_column, scale = time_key(table)
         sums: dict[tuple, dict] = {}
         for row in rows:
-            key = (row["timestamp_key"] // 10_000, *(_key_value(row, k) for k in keys))
+            key = (row["timestamp_key"] // scale, *(_key_value(row, k) for k in keys))
             count = row["request_count"]
             confidence = row["confidence"]
             new = {
@@ -104,16 +116,17 @@ def add_facts(conn: Connection, rows: Sequence[dict]) -> None:
             old["time_max"] = max(old["time_max"], new["time_max"])
         conn.execute(
             _upsert(table.name, conn.dialect.name),
-            [dict(zip(("day_key", *keys), key, strict=True)) | sums[key] for key in sorted(sums)],
+            [dict(zip((time_column, *keys), key, strict=True)) | sums[key] for key in sorted(sums)],
         )
 
 
-def rebuild(conn: Connection) -> None:
-    """Recompute every daily aggregate from the facts."""
+def rebuild(conn: Connection, tables: Sequence[Table] = AGGREGATES) -> None:
+    """Recompute aggregates from the facts."""
     f = api_event_fact
-    day = f.c.timestamp_key // literal_column("10000", Integer)
     one, zero = literal_column("1", Integer), literal_column("0", Integer)
-    for table in DAILY_AGGREGATES:
+    for table in tables:
+        time_column, scale = time_key(table)
+        day = f.c.timestamp_key // literal_column(str(scale), Integer)
         keys = [
             func.coalesce(f.c.error_code, literal_column("''", String))
             if k == "error_code"
@@ -134,7 +147,7 @@ def rebuild(conn: Connection) -> None:
         ]
         query = select(day, *keys, *measures).group_by(day, *keys)
         columns = [
-            "day_key",
+            time_column,
             *KEYS[table],
             "events",
             "requests",

@@ -51,6 +51,7 @@ from imgclass.warehouse.schema import (
     agg_day_class,
     agg_day_outcome,
     agg_day_user,
+    agg_hour_outcome,
     api_event_fact,
     class_concept,
     class_dim,
@@ -184,11 +185,21 @@ ADDITIVE_MEASURES = frozenset(
 
 @dataclass(frozen=True)
 class Source:
-    """A table the cube can read: ``api_event_fact``, or a daily aggregate of it."""
+    """A table the cube can read: ``api_event_fact``, or a daily or hourly aggregate of it."""
 
     table: Table
     dimensions: frozenset[str]  # dimensions and filters it can answer ("concept" = any depth)
     measures: frozenset[str]
+    time_column: str = "timestamp_key"
+    time_scale: int = 1  # timestamp_key (YYYYMMDDHHMM) // time_scale = its time key
+
+    def aligned(self, moment: datetime | None) -> bool:
+        """Whether a from/to bound falls on this source's time buckets."""
+        if moment is None or self.is_fact:
+            return True
+        if moment.second or moment.microsecond or moment.minute:
+            return False
+        return self.time_scale == 100 or moment.hour == 0
 
     @property
     def is_fact(self) -> bool:
@@ -204,32 +215,39 @@ class Source:
 
 
 FACTS = Source(api_event_fact, frozenset({*DIMENSIONS, "concept"}), frozenset(MEASURES))
+OUTCOME_DIMENSIONS = frozenset({"model", "status", "error_code", "cache_hit", "fallback"})
+DAY = {"time_column": "day_key", "time_scale": 10**4}
 # Smallest first: the first one that answers a query is used.
 AGGREGATE_SOURCES = (
-    Source(
-        agg_day_outcome,
-        frozenset({*DAY_GRAINS, "model", "status", "error_code", "cache_hit", "fallback"}),
-        ADDITIVE_MEASURES,
-    ),
+    Source(agg_day_outcome, OUTCOME_DIMENSIONS | set(DAY_GRAINS), ADDITIVE_MEASURES, **DAY),
     Source(
         agg_day_user,
         frozenset({*DAY_GRAINS, "user", "ip", "user_agent"}),
         ADDITIVE_MEASURES | {"distinct_users"},
+        **DAY,
     ),
-    Source(agg_day_class, frozenset({*DAY_GRAINS, "class", "concept"}), ADDITIVE_MEASURES),
+    Source(
+        agg_hour_outcome,
+        OUTCOME_DIMENSIONS | {"hour", "hour_of_day", *DAY_GRAINS},
+        ADDITIVE_MEASURES,
+        time_column="hour_key",
+        time_scale=100,
+    ),
+    Source(agg_day_class, frozenset({*DAY_GRAINS, "class", "concept"}), ADDITIVE_MEASURES, **DAY),
 )
-
-
-def _whole_days(moment: datetime | None) -> bool:
-    return moment is None or moment == datetime(moment.year, moment.month, moment.day)
 
 
 def choose_source(query: CubeQuery, dims: Sequence[str], aggregates: bool = True) -> Source:
     """The smallest table that answers ``query`` grouped by ``dims`` exactly."""
-    if aggregates and _whole_days(query.time_from) and _whole_days(query.time_to):
+    if aggregates:
         names = [*dims, *(name for name, _ in query.filters)]
         for source in AGGREGATE_SOURCES:
-            if all(source.answers(n) for n in names) and set(query.measures) <= source.measures:
+            if (
+                source.aligned(query.time_from)
+                and source.aligned(query.time_to)
+                and all(source.answers(n) for n in names)
+                and set(query.measures) <= source.measures
+            ):
                 return source
     return FACTS
 
@@ -326,11 +344,9 @@ def _fmt_time(grain: str, k: int | None) -> str | None:
 
 
 def _time_key(grain: str, joins: _Joins) -> ColumnElement:
-    """The integer key of a time grain: timestamp_key (facts) or day_key (aggregates) based."""
-    if joins.source.is_fact:
-        base, base_scale = ts, 1
-    else:
-        base, base_scale = joins.source.col("day_key"), 10**4
+    """The integer key of a time grain, from the source's time key (minute, hour or day)."""
+    src = joins.source
+    base, base_scale = src.col(src.time_column), src.time_scale
     if grain in _TIME_SCALE:
         scale = _TIME_SCALE[grain] // base_scale
         return base if scale == 1 else base // int_constant(scale)
@@ -387,6 +403,13 @@ def _concept_match(
     return source.col("class_key").in_(classes)
 
 
+def _hour_of_day(source: Source) -> ColumnElement:
+    key = source.col(source.time_column)
+    if source.time_scale == 1:  # YYYYMMDDHHMM
+        key = key // int_constant(100)
+    return key % int_constant(100)  # YYYYMMDDHH -> HH
+
+
 def _error_code(source: Source) -> ColumnElement:
     column = source.col("error_code")
     # Aggregates store '' for "no error" (a key column cannot be NULL).
@@ -402,7 +425,7 @@ def dimension_key(name: str, joins: _Joins) -> ColumnElement:
         return joins.concept(int(name[len(CONCEPT_PREFIX) :])).c.name
     simple: dict[str, Callable[[], ColumnElement]] = {
         "weekday": lambda: joins.time().c.weekday,
-        "hour_of_day": lambda: (ts // int_constant(100)) % int_constant(100),
+        "hour_of_day": lambda: _hour_of_day(src),
         "user": lambda: joins.user().c.username,
         "ip": lambda: joins.user().c.ip_address,
         "user_agent": lambda: joins.user().c.user_agent,
@@ -439,10 +462,10 @@ def dimension_filter(name: str, values: tuple, source: Source = FACTS) -> Column
     if name in TIME_GRAINS:
         if source.is_fact:
             return or_(*(ts.between(*_time_range(name, v)) for v in values))
-        day = source.col("day_key")
+        key, scale = source.col(source.time_column), source.time_scale
         return or_(
             *(
-                day.between(lo // 10**4, hi // 10**4)
+                key.between(lo // scale, hi // scale)
                 for lo, hi in (_time_range(name, v) for v in values)
             )
         )
@@ -453,7 +476,7 @@ def dimension_filter(name: str, values: tuple, source: Source = FACTS) -> Column
     if name == "weekday":
         return _key_in(ts, time_dim, "timestamp_key", time_dim.c.weekday.in_(values))
     if name == "hour_of_day":
-        return ((ts // int_constant(100)) % int_constant(100)).in_(values)
+        return _hour_of_day(source).in_(values)
     if name in ("user", "ip", "user_agent"):
         column = {"user": "username", "ip": "ip_address", "user_agent": "user_agent"}[name]
         return _key_in(source.col("user_key"), user_dim, "user_key", user_dim.c[column].in_(values))
@@ -481,15 +504,15 @@ def time_range_filter(
 ) -> list:
     """[from, to) on the indexed minute key, refined by event_time below a minute.
 
-    On a daily aggregate (only chosen for whole days) it is a range of day keys.
+    On an aggregate (only chosen when the bounds fall on its buckets) it is a key range.
     """
     where = []
     if not source.is_fact:
-        day = source.col("day_key")
+        key, scale = source.col(source.time_column), source.time_scale
         if time_from is not None:
-            where.append(day >= int(time_from.strftime("%Y%m%d")))
+            where.append(key >= timestamp_key(time_from) // scale)
         if time_to is not None:
-            where.append(day < int(time_to.strftime("%Y%m%d")))
+            where.append(key < timestamp_key(time_to) // scale)
         return where
     if time_from is not None:
         where.append(ts >= timestamp_key(time_from))

@@ -175,17 +175,23 @@ class_concept = Table(
 )
 
 
-def _daily_aggregate(name: str, *keys: Column) -> Table:
-    """A daily roll-up of api_event_fact by ``keys`` (0004), kept current by the Recorder.
+def _aggregate(name: str, *keys: Column, time_key: str = "day_key") -> Table:
+    """A daily (0004) or hourly (0005) roll-up of api_event_fact by ``keys``.
 
-    Additive measures only (sums, counts, min, max), so the cube can answer day, month,
-    quarter and year queries from a few thousand rows instead of every fact. Percentiles
-    and distinct counts other than users still read the facts.
+    Kept current by the Recorder. Additive measures only (sums, counts, min, max), so the
+    cube can answer coarse-grained queries from a few thousand rows instead of every fact.
+    Percentiles and distinct counts other than users still read the facts.
     """
     return Table(
         name,
         metadata,
-        Column("day_key", Integer, primary_key=True, autoincrement=False),  # YYYYMMDD, UTC
+        # day_key YYYYMMDD or hour_key YYYYMMDDHH, UTC
+        Column(
+            time_key,
+            BigInteger if time_key == "hour_key" else Integer,
+            primary_key=True,
+            autoincrement=False,
+        ),
         *keys,
         Column("events", Integer, nullable=False),  # fact rows
         Column("requests", Integer, nullable=False),  # sum of request_count
@@ -200,22 +206,29 @@ def _daily_aggregate(name: str, *keys: Column) -> Table:
     )
 
 
-agg_day_class = _daily_aggregate(
+agg_day_class = _aggregate(
     "agg_day_class", Column("class_key", Integer, primary_key=True, autoincrement=False)
 )
-agg_day_user = _daily_aggregate(
+agg_day_user = _aggregate(
     "agg_day_user", Column("user_key", Integer, primary_key=True, autoincrement=False)
 )
-agg_day_outcome = _daily_aggregate(
-    "agg_day_outcome",
-    Column("model_key", Integer, primary_key=True, autoincrement=False),
-    Column("status_code", SmallInteger, primary_key=True, autoincrement=False),
-    # '' for success: NULL cannot be part of a key that upserts match on.
-    Column("error_code", String(64), primary_key=True),
-    Column("cache_hit", Boolean, primary_key=True),
-    Column("is_fallback", Boolean, primary_key=True),
-)
+
+
+def _outcome_keys() -> list[Column]:
+    return [
+        Column("model_key", Integer, primary_key=True, autoincrement=False),
+        Column("status_code", SmallInteger, primary_key=True, autoincrement=False),
+        # '' for success: NULL cannot be part of a key that upserts match on.
+        Column("error_code", String(64), primary_key=True),
+        Column("cache_hit", Boolean, primary_key=True),
+        Column("is_fallback", Boolean, primary_key=True),
+    ]
+
+
+agg_day_outcome = _aggregate("agg_day_outcome", *_outcome_keys())
+agg_hour_outcome = _aggregate("agg_hour_outcome", *_outcome_keys(), time_key="hour_key")
 DAILY_AGGREGATES = (agg_day_class, agg_day_user, agg_day_outcome)
+AGGREGATES = (*DAILY_AGGREGATES, agg_hour_outcome)
 
 api_user = Table(
     "api_user",

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from imgclass.warehouse.aggregates import rebuild
+from imgclass.warehouse.schema import agg_day_class, agg_day_outcome, agg_day_user
 
 revision = "0004"
 down_revision = "0003"
@@ -62,7 +63,7 @@ def upgrade() -> None:
         "api_event_fact",
         ["time_taken", "timestamp_key", "user_key", "class_key"],
     )
-    rebuild(op.get_bind())
+    rebuild(op.get_bind(), (agg_day_class, agg_day_user, agg_day_outcome))
 
 
 def downgrade() -> None:
