@@ -349,9 +349,7 @@ def test_aggregates_rebuilt_from_facts_equal_the_recorded_ones(seeded):
         conn.rollback()
         with conn.begin() as transaction:
             rebuild(conn)
-            rebuilt = {
-                t.name: sorted(map(tuple, conn.execute(select(t)))) for t in AGGREGATES
-            }
+            rebuilt = {t.name: sorted(map(tuple, conn.execute(select(t)))) for t in AGGREGATES}
             transaction.rollback()  # leave the shared warehouse as it was
     for name, rows in kept.items():
         assert len(rows) == len(rebuilt[name]) > 0

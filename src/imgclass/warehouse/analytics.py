@@ -78,7 +78,7 @@ def summary(engine: Engine, params: Mapping[str, str], today: date) -> dict:
         found = cube.run(query).rows
         if skip_none:
             # Failed requests have class and model "none" (and only they do): dropping
-            # that row is a status filter the daily aggregates can answer.
+            # that row is a status filter the aggregates can answer.
             found = [r for r in found if r[skip_none] != "none"][:limit]
         return found
 

@@ -165,7 +165,7 @@ class CubeResult:
         return body
 
 
-# -- sources: the facts, or a daily aggregate that holds everything a query needs ------
+# -- sources: the facts, or an aggregate that holds everything a query needs -----------
 
 DAY_GRAINS = ("day", "month", "quarter", "year")
 ADDITIVE_MEASURES = frozenset(
@@ -541,7 +541,7 @@ def _flag(column: ColumnElement) -> ColumnElement:
 
 
 def _aggregate_measure(name: str, src: Source) -> ColumnElement:
-    """A measure from a daily aggregate's sums (only the additive ones get here)."""
+    """A measure from an aggregate's sums (only the additive ones get here)."""
     total = {c: func.sum(src.col(c)) for c in ("events", "requests", "errors")}
     return {
         "requests": lambda: func.coalesce(total["requests"], int_constant(0)),
@@ -629,7 +629,7 @@ class Cube:
 
     def __init__(self, engine: Engine, *, aggregates: bool = True):
         self.engine = engine
-        self.aggregates = aggregates  # read the daily aggregates when they answer a query
+        self.aggregates = aggregates  # read the aggregates when they answer a query
 
     def run(self, query: CubeQuery) -> CubeResult:
         if query.pivot is not None:

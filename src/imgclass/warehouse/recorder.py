@@ -1,7 +1,7 @@
 """Write request events into the star schema: dimensions get-or-create, then facts.
 
 ``Recorder.record`` writes all fact rows of one request in one transaction (with
-their share of the daily aggregates, see ``aggregates``) and returns only after
+their share of the aggregates, see ``aggregates``) and returns only after
 the commit, so the API can acknowledge a request only once it is durable.
 Dimension keys that rarely change (time minute, user, class, model) are cached
 per process, and only after their transaction committed, so the cache can never
