@@ -169,3 +169,41 @@ def test_a_running_server_heals_when_prune_removes_a_cached_row(app, settings, c
     # The app's recorder still caches the deleted row's key; the write must heal, not fail.
     assert post_files(client, [("a.jpg", cat_jpeg)], headers=agent).status_code == 200
     assert [r["user_agent"] for r in fact_rows(app)] == ["soon-pruned"]
+
+
+def test_prune_and_forget_keep_the_aggregates_equal_to_the_facts(app, settings, cat_jpeg):
+    from sqlalchemy import select
+
+    from imgclass.warehouse.aggregates import AGGREGATES, rebuild
+
+    client = app.test_client()
+    store = UserStore(services(app).engine)
+    _carol, key = store.add("carol")
+    for _ in range(2):
+        post_files(client, [("a.jpg", cat_jpeg)], headers={"Authorization": f"Bearer {key}"})
+    post_files(client, [("b.jpg", cat_jpeg)])
+    with services(app).engine.begin() as conn:  # one old anonymous event
+        conn.execute(
+            text(
+                "UPDATE api_event_fact SET event_time = '2020-01-01 00:00:00', "
+                "timestamp_key = (SELECT MIN(timestamp_key) FROM time_dim) "
+                "WHERE image_key = (SELECT image_key FROM image_dim WHERE image_filename = 'b.jpg')"
+            )
+        )
+    env = {"IMGCLASS_DATA_DIR": str(settings.data_dir)}
+    runner = CliRunner()
+    assert runner.invoke(main, ["users", "forget", "carol", "--yes"], env=env).exit_code == 0
+    assert (
+        runner.invoke(main, ["db", "prune", "--older-than", "30", "--yes"], env=env).exit_code == 0
+    )
+
+    engine = services(app).engine
+
+    def aggregates() -> dict:
+        with engine.connect() as conn:
+            return {t.name: sorted(map(tuple, conn.execute(select(t)))) for t in AGGREGATES}
+
+    kept = aggregates()
+    with engine.begin() as conn:
+        rebuild(conn)
+    assert kept == aggregates()

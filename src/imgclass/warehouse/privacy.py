@@ -5,7 +5,8 @@ counts stay right) but points them at one pseudonymous member, ``forgotten-<user
 no address and no user agent, deletes the user's other dimension rows, and scrubs the
 account (renamed, key replaced, revoked). ``prune_events`` deletes facts older than a cut-off,
 with their feedback, then every dimension row no fact uses any more (the key-0 "none"
-members stay).
+members stay). Both recompute the pre-summed aggregates (``aggregates.rebuild``) in the same
+transaction, so the cube's fast paths agree with the facts afterwards.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, and_, delete, exists, select, update
 
+from imgclass.warehouse.aggregates import rebuild as rebuild_aggregates
 from imgclass.warehouse.db import WRITE
 from imgclass.warehouse.recorder import utc_now
 from imgclass.warehouse.schema import (
@@ -84,6 +86,8 @@ def forget_user(engine: Engine, username: str) -> ForgetReport:
             ).rowcount
             if others:
                 conn.execute(delete(user_dim).where(user_dim.c.user_key.in_(others)))
+            # The per-user daily aggregate is keyed by user_key: recompute it from the facts.
+            rebuild_aggregates(conn)
             conn.execute(
                 update(api_user)
                 .where(api_user.c.user_id == user_id)
@@ -121,4 +125,6 @@ def prune_events(engine: Engine, older_than: datetime) -> PruneReport:
                     (time_dim, "timestamp_key"),
                 )
             ]
+            # The daily/hourly aggregates still count the deleted events: recompute them.
+            rebuild_aggregates(conn)
     return PruneReport(facts, feedback, *counts)
