@@ -16,7 +16,7 @@ from imgclass.vision.classifier import OnnxClassifier, model_path
 from imgclass.vision.export import MODEL_NAME, export_onnx
 
 # database_backend, database_url, db_engine, postgres_url, …: SQLite and PostgreSQL runs.
-pytest_plugins = ["tests.support.backends"]
+pytest_plugins = ["tests.support.backends", "tests.support.disk"]
 
 REPO = Path(__file__).resolve().parents[1]
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat

@@ -27,6 +27,7 @@ import pytest
 
 from tests.conftest import jpeg_bytes
 from tests.e2e.test_serve import free_port
+from tests.support.disk import fill
 
 pytestmark = pytest.mark.slow
 
@@ -234,35 +235,6 @@ def test_sigkill_of_the_whole_server_and_restart(server, image):
         load.wait_for(len(load.outcomes) + 40)
     statuses = check_nothing_acknowledged_was_lost(server.data_dir / "imgclass.db", load.outcomes)
     assert statuses[200] >= 60 and statuses[None] >= 1  # some requests met the dead server
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 24 MB tmpfs for the data dir (needs root, as CI and these machines run)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * (1 << 16))
-    except OSError:  # ENOSPC: the disk is full
-        pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_full_disk_refuses_with_503_and_recovers(small_disk, model_dir, image):

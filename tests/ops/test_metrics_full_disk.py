@@ -7,44 +7,16 @@ data disk, a full disk became a worker crash loop; by default it is not there.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import urllib.error
 import urllib.request
 
 import pytest
 
+from tests.support.disk import fill
 from tests.support.prom import parse, value
 from tests.support.servers import http_get, start_imgclass
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 24 MB tmpfs for the data dir (needs root, as CI and these machines have)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def fill(disk) -> None:
-    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * (1 << 16))
-    except OSError:  # ENOSPC
-        pass
-    finally:
-        os.close(fd)
 
 
 def predict(base: str, data: bytes) -> int:
