@@ -29,8 +29,13 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """
     config = alembic_config(engine)
     with engine.connect() as conn:
-        # An immediate transaction on SQLite: concurrent starters wait their turn.
+        # One immediate transaction on SQLite: concurrent starters wait their turn. It must
+        # be open before Alembic sees the connection: Alembic treats SQLite as having no
+        # transactional DDL and, when it owns the transaction, commits after every
+        # migration, letting another starter slip in between, read a stale version and
+        # replay a migration that has just run ("table … already exists").
         conn.execution_options(**WRITE)
+        conn.begin()
         if conn.dialect.name == "postgresql":
             # PostgreSQL has no database-wide write lock: a transaction-scoped advisory lock
             # makes the others wait. The whole upgrade is this one transaction (DDL is
