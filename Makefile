@@ -7,11 +7,14 @@ SAMPLE := samples/cat.jpg
 # The charting library the pages serve themselves (npm registry, pinned by package-lock.json).
 VENDOR := src/imgclass/web/static/vendor
 CHARTJS := $(VENDOR)/chart.umd.min.js
+# Swagger UI for /api/docs (npm's swagger-ui-dist, same lock file).
+SWAGGER_UI := $(VENDOR)/swagger-ui/swagger-ui-bundle.js
+NODE_STAMP := node_modules/.install-stamp
 PYTEST_ARGS ?=
 
 .PHONY: install model run test lint format bench screenshots clean cluster cluster-down
 
-install: $(STAMP) model $(SAMPLE) $(CHARTJS)
+install: $(STAMP) model $(SAMPLE) $(CHARTJS) $(SWAGGER_UI)
 
 # Re-installs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -31,11 +34,21 @@ $(SAMPLE): $(STAMP) scripts/make_samples.py
 
 # `npm ci` installs exactly the locked versions into the git-ignored node_modules/; the app
 # serves the copied browser build itself (no CDN, no bundler).
-$(CHARTJS): package.json package-lock.json
+$(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(CHARTJS): $(NODE_STAMP)
 	mkdir -p $(VENDOR)
 	sed '/^\/\/# sourceMappingURL=/d' node_modules/chart.js/dist/chart.umd.min.js > $@.tmp
 	cp node_modules/chart.js/LICENSE.md $(VENDOR)/chart.js.LICENSE.md
+	mv $@.tmp $@
+
+$(SWAGGER_UI): $(NODE_STAMP)
+	mkdir -p $(VENDOR)/swagger-ui
+	sed '/sourceMappingURL=/d' node_modules/swagger-ui-dist/swagger-ui.css > $(VENDOR)/swagger-ui/swagger-ui.css
+	cp node_modules/swagger-ui-dist/LICENSE node_modules/swagger-ui-dist/NOTICE $(VENDOR)/swagger-ui/
+	sed '/^\/\/# sourceMappingURL=/d' node_modules/swagger-ui-dist/swagger-ui-bundle.js > $@.tmp
 	mv $@.tmp $@
 
 run: install

@@ -83,6 +83,13 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=2000, help="events recorded one by one")
     parser.add_argument("--keep", type=Path, help="use (or create) this SQLite file")
     parser.add_argument(
+        "--record-seed",
+        type=int,
+        default=99,
+        help="seed of the events recorded one by one; change it when re-running on a kept file, "
+        "or their images are no longer new",
+    )
+    parser.add_argument(
         "--postgresql",
         nargs="?",
         const="postgresql+psycopg://postgres@127.0.0.1:5432",
@@ -121,8 +128,8 @@ def run(args, url: str, fresh: bool) -> None:
 
     # One event per transaction, as the service records them: a new image each time.
     # The same on an empty warehouse right after, so a busy machine shows in both figures.
-    single, _ = generate(args.single + 50, 1, classes, now, seed=99)
-    single = [replace(e, request_id=f"single-{i}") for i, e in enumerate(single)]
+    single, _ = generate(args.single + 50, 1, classes, now, seed=args.record_seed)
+    single = [replace(e, request_id=f"single-{args.record_seed}-{i}") for i, e in enumerate(single)]
     full = record_cost(engine, single)
     with tempfile.TemporaryDirectory() as tmp:
         empty = make_engine(f"sqlite:///{Path(tmp) / 'empty.db'}")

@@ -165,7 +165,9 @@ def build_analytics_engine(settings: Settings, primary: Engine) -> Engine:
     url = settings.effective_analytics_database_url
     if same_database(url, settings.effective_database_url):
         return primary
-    return make_engine(url, **settings.engine_options)
+    return make_engine(
+        url, statement_timeout_s=settings.db_statement_timeout_s, **settings.engine_options
+    )
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -175,7 +177,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_FORM_PARTS"] = settings.max_files_per_request + 16
     app.json.sort_keys = False
 
-    engine = make_engine(settings.effective_database_url, **settings.engine_options)
+    engine = make_engine(
+        settings.effective_database_url,
+        statement_timeout_s=settings.db_statement_timeout_s,
+        **settings.engine_options,
+    )
     prepare_storage(settings, engine)
     app.extensions["imgclass"] = Services(
         settings=settings,
@@ -220,6 +226,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     from imgclass.web import pages
 
     app.register_blueprint(pages.bp)
+
+    from imgclass.api import openapi
+
+    app.register_blueprint(openapi.bp)  # /api/v1/openapi.json and /api/docs
 
     # Last: they wrap every blueprint registered above.
     install_security(app, settings)

@@ -18,6 +18,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imgclass.ops import cpus as _cpus
 
+# What gunicorn reads of a request head before the app sees it: the request line, the number
+# of header fields and the size of each (gunicorn's defaults, set explicitly in
+# server.ImgclassServer because the OpenAPI spec documents the 414 and 431 they cause). The
+# body's limit is the app's (``max_upload_bytes``, Flask's MAX_CONTENT_LENGTH): gunicorn has none.
+LIMIT_REQUEST_LINE = 4094
+LIMIT_REQUEST_FIELDS = 100
+LIMIT_REQUEST_FIELD_SIZE = 8190
+
 
 def available_cpus() -> int:
     """Whole CPUs this process may use: affinity capped by the cgroup CPU quota, at least 1."""
@@ -49,6 +57,12 @@ class Settings(BaseSettings):
     )
     db_pool_pre_ping: bool = Field(
         True, description="test a pooled connection before use (survives server restarts)"
+    )
+    db_statement_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="cancel the server's PostgreSQL statements and lock waits after this long "
+        "(0: no limit)",
     )
     model_name: str = Field("efficientnet-lite0", description="model to serve")
     model_precision: Literal["fp32", "int8"] = Field("fp32", description="which export to serve")
@@ -124,7 +138,11 @@ class Settings(BaseSettings):
     inference_threads: int | None = Field(
         None, ge=1, description="ONNX Runtime intra-op threads per worker; default: CPUs/workers"
     )
-    request_timeout_s: int = Field(60, ge=1, description="gunicorn worker timeout")
+    request_timeout_s: int = Field(
+        60,
+        ge=1,
+        description="gunicorn worker timeout: a worker silent this long is killed and replaced",
+    )
     log_level: str = "INFO"
 
     metrics_dir: Path | None = Field(

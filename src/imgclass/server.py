@@ -19,7 +19,12 @@ import multiprocessing
 
 from gunicorn.app.base import BaseApplication
 
-from imgclass.config import Settings
+from imgclass.config import (
+    LIMIT_REQUEST_FIELD_SIZE,
+    LIMIT_REQUEST_FIELDS,
+    LIMIT_REQUEST_LINE,
+    Settings,
+)
 from imgclass.ops import multiproc
 from imgclass.warehouse.db import make_engine
 
@@ -39,7 +44,15 @@ class ImgclassServer(BaseApplication):
             "workers": cpu.workers,
             "threads": cpu.threads,
             "worker_class": "gthread",
+            # With gthread workers this is a liveness limit, not a per-request one: the
+            # worker's main loop reports every second while its threads serve, so the arbiter
+            # kills a worker whose loop is stuck, not a slow request (the app bounds those:
+            # inference timeout, database connect and pool timeouts; nginx's
+            # proxy_read_timeout answers the client).
             "timeout": s.request_timeout_s,
+            "limit_request_line": LIMIT_REQUEST_LINE,
+            "limit_request_fields": LIMIT_REQUEST_FIELDS,
+            "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
             "graceful_timeout": 30,
             "keepalive": 5,
             "loglevel": s.log_level.lower(),

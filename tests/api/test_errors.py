@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from imgclass.app import create_app
+from imgclass.app import create_app, services
+from imgclass.warehouse.db import make_engine
 from tests.conftest import fact_rows
+from tests.support.server import free_port
 from tests.vision.hostile import png_bomb
 
 
@@ -134,6 +137,33 @@ def test_a_database_that_refuses_writes_gives_503_and_acknowledges_nothing(setti
     assert fact_rows(app) == []  # nothing was written, so nothing was claimed
 
 
+def test_an_unreachable_database_is_503_wherever_it_is_met(app, client, admin_key, cat_jpeg):
+    """Not only the recorder: the key lookup and the analytics reads meet a database that is
+    down too (tests/e2e/test_faults.py restarts a real PostgreSQL under load)."""
+    svc = services(app)
+    # Nothing listens there: every connection attempt is refused, as while a server restarts.
+    down = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/imgclass")
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    engine = svc.engine
+    try:
+        svc.users.engine = down
+        resp = client.post(
+            "/api/v1/predict",
+            data={"image": (io.BytesIO(cat_jpeg), "cat.jpg")},
+            content_type="multipart/form-data",
+            headers=auth,
+        )
+        assert_error(resp, 503, "storage_unavailable")
+        assert resp.headers["Retry-After"] and "results" not in resp.get_json()
+        svc.users.engine, svc.engine = engine, down
+        resp = client.get("/api/v1/analytics/summary", headers=auth)
+        assert_error(resp, 503, "storage_unavailable")
+        assert resp.headers["Retry-After"]
+    finally:
+        svc.engine = svc.users.engine = engine
+        down.dispose()
+
+
 def test_missing_int8_model_names_its_export_command(settings, tmp_path, cat_jpeg):
     app = create_app(
         settings.model_copy(update={"model_dir": tmp_path / "empty", "model_precision": "int8"})
@@ -148,3 +178,37 @@ def test_missing_model_is_503_not_500(settings, cat_jpeg, tmp_path):
     assert_error(resp, 503, "model_unavailable")
     assert resp.headers["Retry-After"]
     assert fact_rows(app)[0]["status_code"] == 503
+
+
+@pytest.mark.postgresql
+def test_a_request_stuck_on_a_database_lock_is_503_after_the_statement_timeout(
+    tmp_path, model_dir, postgres_url, cat_jpeg
+):
+    """gunicorn never times out a slow request; PostgreSQL's statement_timeout does."""
+    from sqlalchemy import text
+
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        tmp_path / "data", model_dir, database_url=postgres_url, db_statement_timeout_s=0.5
+    )
+    app = create_app(settings)
+    locker = make_engine(postgres_url)
+    try:
+        client = app.test_client()
+        assert post(client, cat_jpeg).status_code == 200
+        with locker.connect() as conn, conn.begin():
+            conn.execute(text("LOCK TABLE api_event_fact IN ACCESS EXCLUSIVE MODE"))
+            # In a thread, so a missing timeout fails the test instead of hanging it: the
+            # lock (and with it the stuck request) ends when this block does.
+            stuck = ThreadPoolExecutor(1)
+            try:
+                resp = stuck.submit(post, client, cat_jpeg).result(timeout=20)
+            finally:
+                stuck.shutdown(wait=False)
+            assert_error(resp, 503, "storage_unavailable")
+            assert resp.headers["Retry-After"]
+        assert post(client, cat_jpeg).status_code == 200  # the lock is gone: healed
+    finally:
+        locker.dispose()
+        services(app).engine.dispose()

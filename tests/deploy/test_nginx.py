@@ -72,6 +72,17 @@ def access_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def logged(path: Path, request_id: str, since: int = 0, timeout_s: float = 5) -> list[dict]:
+    """The access log's entries for ``request_id``, waiting for the first one: nginx writes
+    the line in its log phase, after the client already has the answer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        entries = [e for e in access_log(path)[since:] if e["request_id"] == request_id]
+        if entries or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.05)
+
+
 def test_config_as_shipped_for_compose_is_valid():
     run_dir = write_run_dir(["127.0.0.1:1"], f"127.0.0.1:{free_port()}")
     try:
@@ -207,9 +218,7 @@ def test_oversized_body_is_refused_by_nginx_in_the_apps_shape(cluster, tmp_path)
     assert body["error"]["message"] == f"the request body exceeds the limit of {limit:,} bytes"
     assert body["error"]["request_id"] == headers["x-request-id"]
     # By request id: the previous request's line may be written after `before` was taken.
-    (entry,) = [
-        e for e in access_log(cluster["log"])[before:] if e["request_id"] == headers["x-request-id"]
-    ]
+    (entry,) = logged(cluster["log"], headers["x-request-id"], before)
     assert entry["status"] == 413 and not entry["upstream"]
 
 

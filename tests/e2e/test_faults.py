@@ -1,202 +1,40 @@
-"""Faults under load, for real: SIGKILL a worker, SIGKILL the whole server, fill the disk.
+"""Faults under load, for real: SIGKILL a worker, SIGKILL the whole server, fill the disk,
+and restart the PostgreSQL server under a running service (fast and immediate shutdown).
 
 After each: the database is intact, every 2xx response has exactly one fact row, failures
 were clear 503s rather than acknowledged and dropped, /readyz told the truth, and the service
 recovered by itself. (A database that refuses writes is tested at the API level in
 tests/api/test_errors.py: the kernel refuses to remount a tmpfs read-only under an open
-database.)
+database.) The PostgreSQL test runs its own server (tests/support/pgcluster.py), never the
+shared one on 127.0.0.1:5432 that other tests use in parallel. The server, the load and the
+check of the outcomes are in tests/support/load.py.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
+import secrets
 import signal
-import sqlite3
-import subprocess
-import sys
-import threading
 import time
-import uuid
 from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import jpeg_bytes
-from tests.e2e.test_serve import free_port
+from tests.support import pgcluster
 from tests.support.disk import fill
+from tests.support.load import (
+    SUCCESS_ROWS,
+    UNDER_LOAD,
+    Load,
+    check_nothing_acknowledged_was_lost,
+    check_outcomes,
+    multipart,
+    post,
+)
+from tests.support.server import Server
 
 pytestmark = pytest.mark.slow
-
-BOUNDARY = "imgclass-fault-test"
-
-
-def multipart(image: bytes) -> bytes:
-    return (
-        (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n'
-            "Content-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + image
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
-
-
-@dataclass
-class Outcome:
-    request_id: str
-    status: int | None  # None: the connection failed (nothing was acknowledged)
-    code: str | None = None
-    retry_after: str | None = None
-
-
-@dataclass
-class Server:
-    """`imgclass serve` in its own process group, so the whole server can be SIGKILLed."""
-
-    data_dir: Path
-    model_dir: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "IMGCLASS_DATA_DIR": str(self.data_dir),
-            "IMGCLASS_MODEL_DIR": str(self.model_dir),
-            "IMGCLASS_PORT": str(self.port),
-            "IMGCLASS_WORKERS": "2",
-            "IMGCLASS_CACHE_ENTRIES": "0",  # every request goes through decode and the model
-            "IMGCLASS_RATE_LIMIT_PER_IP": "",  # the load comes from one address
-        }
-        env.pop("IMGCLASS_DATABASE_URL", None)
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "imgclass"), "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.wait_ready()
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.readyz() == 200:
-                return
-            time.sleep(0.2)
-        raise AssertionError("the server did not become ready")
-
-    def readyz(self) -> int | None:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-            conn.request("GET", "/readyz")
-            status = conn.getresponse().status
-            conn.close()
-            return status
-        except OSError:
-            return None
-
-    def workers(self) -> list[int]:
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True
-        ).stdout
-        return [int(pid) for pid in out.split()]
-
-    def kill_all(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-
-def post(port: int, body: bytes) -> Outcome:
-    request_id = uuid.uuid4().hex
-    headers = {
-        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
-        "X-Request-ID": request_id,
-    }
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("POST", "/api/v1/predict", body=body, headers=headers)
-        resp = conn.getresponse()
-        payload = resp.read()
-        conn.close()
-    except OSError:
-        return Outcome(request_id, None)
-    code = None
-    if resp.status >= 400:
-        code = json.loads(payload)["error"]["code"]
-    return Outcome(request_id, resp.status, code, resp.getheader("Retry-After"))
-
-
-class Load:
-    """Client threads posting images until stopped; every outcome is kept."""
-
-    def __init__(self, port: int, image: bytes, threads: int = 4):
-        self.port = port
-        self.body = multipart(image)
-        self.outcomes: list[Outcome] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            outcome = post(self.port, self.body)
-            self.outcomes.append(outcome)
-            if outcome.status is None:
-                time.sleep(0.05)  # the server is down: do not spin
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
-
-    def wait_for(self, n: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.outcomes) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
-def check_nothing_acknowledged_was_lost(db_path: Path, outcomes: list[Outcome]) -> Counter:
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        rows = Counter(
-            request_id
-            for (request_id,) in conn.execute(
-                "SELECT request_id FROM api_event_fact WHERE status_code = 200"
-            )
-        )
-    statuses = Counter(o.status for o in outcomes)
-    for outcome in outcomes:
-        if outcome.status == 200:
-            assert rows[outcome.request_id] == 1, f"acknowledged {outcome.request_id} not stored"
-        elif outcome.status is not None:
-            # A refusal is never also a stored success.
-            assert rows[outcome.request_id] == 0
-            assert outcome.status == 503 and outcome.code == "storage_unavailable", outcome
-            assert outcome.retry_after
-    assert all(count == 1 for count in rows.values()), "a request was stored twice"
-    return statuses
 
 
 @pytest.fixture
@@ -206,7 +44,7 @@ def image(photos) -> bytes:
 
 @pytest.fixture
 def server(tmp_path, model_dir):
-    srv = Server(tmp_path / "data", model_dir)
+    srv = Server(tmp_path / "data", model_dir, UNDER_LOAD)
     yield srv
     srv.stop()
 
@@ -238,7 +76,7 @@ def test_sigkill_of_the_whole_server_and_restart(server, image):
 
 
 def test_full_disk_refuses_with_503_and_recovers(small_disk, model_dir, image):
-    server = Server(small_disk / "data", model_dir)
+    server = Server(small_disk / "data", model_dir, UNDER_LOAD)
     try:
         server.start()
         with Load(server.port, image, threads=3) as load:
@@ -264,3 +102,131 @@ def test_full_disk_refuses_with_503_and_recovers(small_disk, model_dir, image):
     finally:
         server.stop()
     check_nothing_acknowledged_was_lost(small_disk / "data" / "imgclass.db", load.outcomes)
+
+
+def check_postgresql_intact(pg: pgcluster.Server, database: str) -> Counter:
+    """amcheck (PostgreSQL's integrity check) on every table and index; the success rows."""
+    with pg.connect(database) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT relname FROM pg_class WHERE relkind = 'r'"
+                " AND relnamespace = 'public'::regnamespace"
+            )
+        ]
+        for table in tables:
+            corrupt = conn.execute("SELECT * FROM verify_heapam(%s)", (table,)).fetchall()
+            assert corrupt == [], (table, corrupt)
+        # heapallindexed: every heap tuple is in each index, not only a well-formed tree.
+        conn.execute(
+            "SELECT bt_index_check(c.oid, true) FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
+            " WHERE am.amname = 'btree' AND c.relnamespace = 'public'::regnamespace"
+        )
+        return Counter(request_id for (request_id,) in conn.execute(SUCCESS_ROWS))
+
+
+def wait_until(predicate, timeout_s: float) -> float | None:
+    """Seconds until ``predicate()`` held, polling; None if it never did within the time."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    return None
+
+
+DB_DOWN_S = 4
+RECOVERY_S = 15  # the pool must serve again this soon after the server is back
+
+
+@pytest.mark.postgresql
+def test_postgresql_restart_under_load(tmp_path, model_dir, image):
+    key = "imgc_" + secrets.token_urlsafe(32)
+    with pgcluster.single_server() as pg:
+        with pg.connect() as conn:
+            conn.execute("CREATE DATABASE imgclass")
+        server = Server(
+            tmp_path / "data",
+            model_dir,
+            {
+                **UNDER_LOAD,
+                "database_url": pg.url("imgclass"),
+                "admin_key": key,
+                "rate_limit_per_key": "",  # the keyed load is one key
+            },
+            log_path=tmp_path / "serve.log",
+        )
+        outages, recoveries = [], []
+        try:
+            server.start()
+            workers = set(server.workers())
+            # Anonymous clients, and clients with a key (looked up in the database too).
+            with (
+                Load(server.port, image, threads=2) as anonymous,
+                Load(server.port, image, threads=2, authorization=f"Bearer {key}") as keyed,
+            ):
+                loads = (anonymous, keyed)
+
+                def answered() -> int:
+                    return sum(len(load.outcomes) for load in loads)
+
+                def wait_for(n: int) -> None:
+                    deadline = time.monotonic() + 60
+                    while answered() < n and time.monotonic() < deadline:
+                        time.sleep(0.05)
+
+                wait_for(20)
+                for mode in ("fast", "immediate"):
+                    stopping = time.monotonic()
+                    pg.stop(mode)
+                    down = time.monotonic()
+                    readyz = []
+                    while time.monotonic() - down < DB_DOWN_S:
+                        readyz.append(server.readyz())
+                        time.sleep(0.3)
+                    up = time.monotonic()
+                    pg.start()
+                    back = time.monotonic()
+                    recovered = wait_until(lambda: server.readyz() == 200, RECOVERY_S)
+                    outages.append((mode, stopping, down, up, back, readyz))
+                    recoveries.append(recovered)
+                    assert set(readyz) == {503}, (mode, readyz)  # it said so, every time
+                    assert recovered is not None, f"no recovery {RECOVERY_S}s after {mode}"
+                    wait_for(answered() + 60)
+            # imgclass itself never went away: no worker died or was replaced.
+            assert set(server.workers()) == workers and len(workers) == 2
+        finally:
+            server.stop()
+            print(server.log_path.read_text()[-5000:] if server.log_path.exists() else "")
+        outcomes = anonymous.outcomes + keyed.outcomes
+        rows = check_postgresql_intact(pg, "imgclass")
+    statuses = check_outcomes(rows, outcomes)
+    assert statuses[None] == 0, statuses  # no connection was dropped
+    for (mode, _, down, up, back, _), recovered in zip(outages, recoveries, strict=True):
+        during = [o for o in outcomes if o.started > down and o.ended < up]
+        assert during and all(o.status == 503 for o in during), (
+            mode,
+            Counter(o.status for o in during),
+        )
+        for load in loads:  # anonymous and keyed clients alike got the clear refusal
+            assert any(o.started > down and o.ended < up for o in load.outcomes), mode
+        after = [o for o in outcomes if o.started > up]
+        assert any(o.status == 200 for o in after), mode
+        # Once /readyz says so, every worker's pool serves: no stale connection is handed out.
+        ready = back + recovered
+        until = min([s for _, s, *_ in outages if s > ready] + [ready + 5])  # the next outage
+        late = [o for o in outcomes if ready < o.started and o.ended < until and o.status != 200]
+        assert not late, (mode, late)
+    for load in loads:  # and both got served again at the end
+        assert load.outcomes[-1].status == 200, load.outcomes[-1]
+    for (mode, _, down, up, back, readyz), recovered in zip(outages, recoveries, strict=True):
+        first_ok = min(o.ended for o in outcomes if o.status == 200 and o.started > up) - back
+        refused = sum(o.status == 503 for o in outcomes if down < o.started < up)
+        print(
+            f"{mode}: {refused} refused while down, /readyz 503 x{len(readyz)}; PostgreSQL"
+            f" started in {back - up:.1f} s, then /readyz 200 after {recovered:.1f} s and the"
+            f" first 200 after {max(first_ok, 0):.1f} s"
+        )
+    print(f"PostgreSQL restarts: {len(outcomes)} requests, {dict(statuses)}")

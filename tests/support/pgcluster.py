@@ -1,9 +1,11 @@
-"""Throwaway PostgreSQL servers for tests: a primary and its streaming replica.
+"""Throwaway PostgreSQL servers for tests: one server, or a primary and its streaming replica.
 
 Built from the PostgreSQL binaries on the machine (``/usr/lib/postgresql/*/bin``)
 in a temporary directory, each on a free loopback port. The servers run as the
-``postgres`` OS user (PostgreSQL refuses to run as root). ``primary_and_replica``
-stops both and removes their files on exit, whatever happened inside.
+``postgres`` OS user (PostgreSQL refuses to run as root). ``single_server`` and
+``primary_and_replica`` stop their servers and remove their files on exit, whatever
+happened inside. A private server is one a test may stop and start at will (the
+shared one on 127.0.0.1:5432 serves other tests in parallel).
 """
 
 from __future__ import annotations
@@ -89,12 +91,57 @@ class Server:
             log = self.log.read_text()[-3000:] if self.log.exists() else ""
             raise RuntimeError(f"{exc}\nserver log:\n{log}") from exc
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` ends every session (rolling back open transactions) and
+        checkpoints; ``immediate`` kills the processes, like a crash (recovery at next start)."""
         if (self.data_dir / "postmaster.pid").exists():
-            self._pg_ctl("-m", "fast", "-w", "stop")
+            self._pg_ctl("-m", mode, "-w", "stop")
+
+    @property
+    def running(self) -> bool:
+        return (self.data_dir / "postmaster.pid").exists()
 
     def _pg_ctl(self, *args: str) -> None:
         run_as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args])
+
+
+def _private_root(cleanup: contextlib.ExitStack) -> Path:
+    # Not under pytest's tmp_path: its parents are private to root, and the servers
+    # run as postgres.
+    root = Path(tempfile.mkdtemp(prefix="imgclass-pgcluster-"))
+    cleanup.callback(shutil.rmtree, root, ignore_errors=True)
+    owner = pwd.getpwnam(OS_USER)
+    os.chown(root, owner.pw_uid, owner.pw_gid)
+    return root
+
+
+def _common_settings(root: Path) -> dict[str, str]:
+    return {
+        "listen_addresses": "'127.0.0.1'",
+        "unix_socket_directories": f"'{root}'",
+        "fsync": "off",  # a throwaway server: durability buys nothing here
+        "shared_buffers": "'32MB'",
+    }
+
+
+def _initdb(bin_dir: Path, root: Path, name: str, settings: dict[str, str]) -> Server:
+    server = Server(bin_dir, root / name, free_port())
+    initdb = [str(bin_dir / "initdb"), "-D", str(server.data_dir), "-U", "postgres"]
+    run_as_postgres([*initdb, "--auth=trust", "-E", "UTF8", "--no-sync"])
+    server.configure({**_common_settings(root), "port": str(server.port), **settings})
+    return server
+
+
+@contextlib.contextmanager
+def single_server(**settings: str) -> Iterator[Server]:
+    """One running server of our own (``settings`` go to postgresql.conf)."""
+    bin_dir = server_binaries()
+    with contextlib.ExitStack() as cleanup:
+        root = _private_root(cleanup)
+        server = _initdb(bin_dir, root, "server", settings)
+        cleanup.callback(server.stop)
+        server.start()
+        yield server
 
 
 @contextlib.contextmanager
@@ -102,24 +149,9 @@ def primary_and_replica() -> Iterator[tuple[Server, Server]]:
     """A primary (wal_level=replica) and a hot-standby replica streaming from it."""
     bin_dir = server_binaries()
     with contextlib.ExitStack() as cleanup:
-        # Not under pytest's tmp_path: its parents are private to root, and the servers
-        # run as postgres.
-        root = Path(tempfile.mkdtemp(prefix="imgclass-pgcluster-"))
-        cleanup.callback(shutil.rmtree, root, ignore_errors=True)
-        owner = pwd.getpwnam(OS_USER)
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        common = {
-            "listen_addresses": "'127.0.0.1'",
-            "unix_socket_directories": f"'{root}'",
-            "fsync": "off",  # a throwaway server: durability buys nothing here
-            "shared_buffers": "'32MB'",
-        }
-
-        primary = Server(bin_dir, root / "primary", free_port())
-        initdb = [str(bin_dir / "initdb"), "-D", str(primary.data_dir), "-U", "postgres"]
-        run_as_postgres([*initdb, "--auth=trust", "-E", "UTF8", "--no-sync"])
-        primary.configure(
-            {**common, "port": str(primary.port), "wal_level": "replica", "max_wal_senders": "4"}
+        root = _private_root(cleanup)
+        primary = _initdb(
+            bin_dir, root, "primary", {"wal_level": "replica", "max_wal_senders": "4"}
         )
         with (primary.data_dir / "pg_hba.conf").open("a") as hba:
             hba.write(f"host replication {REPLICATION_ROLE} 127.0.0.1/32 trust\n")

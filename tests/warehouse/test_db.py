@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
@@ -66,3 +69,53 @@ def test_pre_ping_replaces_a_connection_the_server_dropped(postgres_url, pre_pin
     finally:
         engine.dispose()
         admin.dispose()
+
+
+def test_statement_timeout_cancels_a_runaway_statement(postgres_url):
+    engine = make_engine(postgres_url, statement_timeout_s=0.2)
+    unbounded = make_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar_one() == "200ms"
+            with pytest.raises(OperationalError, match="statement timeout"):
+                conn.execute(text("SELECT pg_sleep(5)"))
+        with unbounded.connect() as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar_one() == "0"
+    finally:
+        engine.dispose()
+        unbounded.dispose()
+
+
+def test_migrations_run_without_the_statement_timeout(fresh_postgres):
+    # A replica starting while another migrates waits for the migration lock, here for a
+    # second, five times its statement timeout; then it migrates without being cancelled.
+    from imgclass.warehouse.migrate import (
+        MIGRATION_LOCK_KEY,
+        current_revision,
+        head_revision,
+        upgrade,
+    )
+
+    engine = make_engine(fresh_postgres, statement_timeout_s=0.2)
+    other_replica = make_engine(fresh_postgres)
+    try:
+        with other_replica.connect() as holder:
+            holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            release = threading.Timer(
+                1.0,
+                lambda: holder.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                ),
+            )
+            release.start()
+            started = time.monotonic()
+            try:
+                upgrade(engine)
+                waited = time.monotonic() - started
+            finally:
+                release.join()
+        assert waited >= 1.0  # it did wait for the lock
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+        other_replica.dispose()

@@ -6,6 +6,7 @@ Every test runs on SQLite and on PostgreSQL (``backends``).
 from __future__ import annotations
 
 import multiprocessing
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
@@ -139,3 +140,23 @@ def test_concurrent_processes_lose_nothing_and_duplicate_no_dimension(database_u
     assert count(engine, image_dim) == 1 + 2 * steps
     assert count(engine, class_dim) == 1 + steps
     assert count(engine, time_dim) == 1
+
+
+def test_the_key_cache_is_bounded_and_an_evicted_key_is_found_again(db_engine):
+    # Every address and user agent is a user member, and every minute a time member: a
+    # long-running worker meets them without end, so the per-process cache must not keep all.
+    recorder = Recorder(db_engine, cache_entries=20)
+    visitors = [Requester(0, "anonymous", f"10.0.0.{i}", f"client/{i}") for i in range(60)]
+    for i, who in enumerate(visitors):
+        recorder.record(
+            [replace(event(f"v{i}", when=datetime(2026, 11, 25, 14, i)), requester=who)]
+        )
+        assert recorder.cached_keys <= 20
+    # The first visitor's key was evicted long ago: found again, not inserted twice.
+    recorder.record([replace(event("again"), requester=visitors[0])])
+    assert count(db_engine, user_dim) == 60
+    with db_engine.connect() as conn:
+        keys = conn.execute(
+            text("SELECT user_key FROM api_event_fact WHERE request_id IN ('v0', 'again')")
+        ).scalars()
+        assert len(set(keys)) == 1

@@ -41,6 +41,49 @@ def query_params() -> dict[str, str]:
 
 @bp.get("/cube")
 def cube():
+    """Group, filter and measure the recorded requests (OLAP cube)
+    ---
+    get:
+      summary: Group, filter and measure the recorded requests (OLAP cube) (admin)
+      tags: [analytics]
+      security: [{apiKey: []}]
+      x-analytics-filters: true
+      parameters:
+        - group_by
+        - measures
+        - name: order
+          in: query
+          description: requested columns to sort by, `-` for descending (e.g. -requests,day)
+          schema: {type: string, maxLength: 1024}
+        - name: limit
+          in: query
+          schema: {type: integer, minimum: 1, maximum: 100000, default: 1000}
+        - name: rollup
+          in: query
+          description: add subtotals per group_by prefix and a grand total
+          schema: {type: string, enum: ["true", "false", "1", "0", "yes", "no"]}
+        - name: pivot
+          in: query
+          description: one of the group_by dimensions, whose values become columns
+          schema: {type: string, maxLength: 64}
+        - name: format
+          in: query
+          schema: {type: string, enum: [json, csv], default: json}
+      responses:
+        "200":
+          description: the answer
+          content:
+            application/json:
+              schema: CubeResponse
+            text/csv:
+              schema: {type: string}
+        "400":
+          $ref: "#/components/responses/BadRequest"
+        "401":
+          $ref: "#/components/responses/Unauthorized"
+        "403":
+          $ref: "#/components/responses/Forbidden"
+    """
     params = query_params()
     fmt = params.pop("format", "json").strip().lower()
     if fmt not in FORMATS:
@@ -63,20 +106,114 @@ def cube():
 
 @bp.get("/summary")
 def summary():
+    """Dashboard totals, today and yesterday, top classes, users, errors and models
+    ---
+    get:
+      summary: Dashboard totals, today and yesterday, top classes, users, errors and models (admin)
+      tags: [analytics]
+      security: [{apiKey: []}]
+      x-analytics-filters: true
+      responses:
+        "200":
+          description: the answer
+          content:
+            application/json:
+              schema: Summary
+        "400":
+          $ref: "#/components/responses/BadRequest"
+        "401":
+          $ref: "#/components/responses/Unauthorized"
+        "403":
+          $ref: "#/components/responses/Forbidden"
+    """
     engine = services(current_app).engine
     return jsonify(analytics.summary(engine, query_params(), utc_now().date()))
 
 
 @bp.get("/timeseries")
 def timeseries():
+    """Measures per time bucket, oldest first
+    ---
+    get:
+      summary: Measures per time bucket, oldest first (admin)
+      tags: [analytics]
+      security: [{apiKey: []}]
+      x-analytics-filters: true
+      parameters:
+        - name: grain
+          in: query
+          schema: {type: string, enum: [minute, hour, day, week, month], default: day}
+        - measures
+      responses:
+        "200":
+          description: the answer
+          content:
+            application/json:
+              schema: Timeseries
+        "400":
+          $ref: "#/components/responses/BadRequest"
+        "401":
+          $ref: "#/components/responses/Unauthorized"
+        "403":
+          $ref: "#/components/responses/Forbidden"
+    """
     return jsonify(analytics.timeseries(services(current_app).engine, query_params()))
 
 
 @bp.get("/events")
 def events():
+    """The latest recorded events, newest first
+    ---
+    get:
+      summary: The latest recorded events, newest first (admin)
+      tags: [analytics]
+      security: [{apiKey: []}]
+      x-analytics-filters: true
+      parameters:
+        - name: limit
+          in: query
+          schema: {type: integer, minimum: 1, maximum: 500, default: 50}
+      responses:
+        "200":
+          description: the answer
+          content:
+            application/json:
+              schema: Events
+        "400":
+          $ref: "#/components/responses/BadRequest"
+        "401":
+          $ref: "#/components/responses/Unauthorized"
+        "403":
+          $ref: "#/components/responses/Forbidden"
+    """
     return jsonify(analytics.latest_events(services(current_app).engine, query_params()))
 
 
 @bp.get("/concepts")
 def concepts():
+    """A WordNet concept's path and children with their request counts
+    ---
+    get:
+      summary: A WordNet concept's path and children with their request counts (admin)
+      tags: [analytics]
+      security: [{apiKey: []}]
+      x-analytics-filters: true
+      parameters:
+        - name: parent
+          in: query
+          description: "a concept name or wnid (default: the top concepts)"
+          schema: {type: string, maxLength: 200}
+      responses:
+        "200":
+          description: the answer
+          content:
+            application/json:
+              schema: Concepts
+        "400":
+          $ref: "#/components/responses/BadRequest"
+        "401":
+          $ref: "#/components/responses/Unauthorized"
+        "403":
+          $ref: "#/components/responses/Forbidden"
+    """
     return jsonify(analytics.concept_children(services(current_app).engine, query_params()))

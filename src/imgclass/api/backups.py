@@ -26,12 +26,57 @@ def _backups() -> backup.Backups:
 
 @bp.post("/backups")
 def create_backup():
+    """Back up the warehouse now.
+    ---
+    post:
+      summary: Take a backup now, to the configured destination (admin)
+      tags: [backups]
+      security: [{apiKey: []}]
+      responses:
+        "201":
+          description: the new backup's manifest
+          content:
+            application/json:
+              schema: BackupManifest
+        "401":
+          $ref: "#/components/responses/Unauthorized"
+        "403":
+          $ref: "#/components/responses/Forbidden"
+        "409":
+          $ref: "#/components/responses/Conflict"
+        "501":
+          description: "`backup_unsupported`: the database is PostgreSQL (use pg_dump)"
+          content:
+            application/json:
+              schema: Error
+        "503":
+          $ref: "#/components/responses/Unavailable"
+    """
     manifest = _backups().create()
     return jsonify(manifest.to_json()), 201
 
 
 @bp.get("/backups")
 def list_backups():
+    """List the backups.
+    ---
+    get:
+      summary: Backups at the configured destination, newest first, and the newest one's age
+      tags: [backups]
+      security: [{apiKey: []}]
+      responses:
+        "200":
+          description: the backups
+          content:
+            application/json:
+              schema: BackupList
+        "401":
+          $ref: "#/components/responses/Unauthorized"
+        "403":
+          $ref: "#/components/responses/Forbidden"
+        "503":
+          $ref: "#/components/responses/Unavailable"
+    """
     backups = _backups()
     store = backups.store()
     entries = backup.list_backups(store)

@@ -19,6 +19,30 @@ TRUE, FALSE = {"1", "true", "yes"}, {"0", "false", "no", ""}
 
 @bp.get("/drift")
 def drift():
+    """The drift report.
+    ---
+    get:
+      summary: Input and prediction drift of recent traffic (admin)
+      tags: [monitoring]
+      security: [{apiKey: []}]
+      parameters:
+        - name: fresh
+          in: query
+          description: recompute now instead of returning the background monitor's report
+          schema: {type: string, enum: ["true", "false", "1", "0", "yes", "no", ""]}
+      responses:
+        "200":
+          description: PSI per feature, with its bins and windows
+          content:
+            application/json:
+              schema: DriftReport
+        "400":
+          $ref: "#/components/responses/BadRequest"
+        "401":
+          $ref: "#/components/responses/Unauthorized"
+        "403":
+          $ref: "#/components/responses/Forbidden"
+    """
     svc = services(current_app)
     require_admin(svc.users, request.headers.get("Authorization"))
     raw = request.args.get("fresh", "false").strip().lower()

@@ -7,9 +7,11 @@ import re
 import uuid
 
 from flask import Flask, g, jsonify, request
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from imgclass.errors import ServiceError
+from imgclass.errors import ServiceError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,18 @@ def error_response(status: int, code: str, message: str):
 def _http_code(exc: HTTPException) -> str:
     name = (exc.name or "error").lower()
     return re.sub(r"[^a-z0-9]+", "_", name).strip("_")
+
+
+def database_unreachable(exc: SQLAlchemyError) -> bool:
+    """Whether ``exc`` says the database cannot be used right now (rather than a bug of ours).
+
+    The server is down or restarting, a connection was cut, the pool has no free connection,
+    SQLite's file is locked or its disk full: the client should retry, as it does after any
+    other ``storage_unavailable``. Anything else (a constraint, a syntax error) stays a 500.
+    """
+    if isinstance(exc, OperationalError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def register(app: Flask) -> None:
@@ -60,7 +74,28 @@ def register(app: Flask) -> None:
             return error_response(
                 413, "payload_too_large", f"the request body exceeds the limit of {limit:,} bytes"
             )
-        return error_response(exc.code or 500, _http_code(exc), exc.description or exc.name)
+        response, status = error_response(
+            exc.code or 500, _http_code(exc), exc.description or exc.name
+        )
+        # Keep the headers the status requires, e.g. Allow on a 405 (RFC 9110 15.5.6).
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, status
+
+    @app.errorhandler(SQLAlchemyError)
+    def _database_error(exc: SQLAlchemyError):
+        # Reads outside the recorder (the key lookup of every authenticated request, the
+        # analytics) meet an unreachable database too: a 503 the client retries, not a 500.
+        if not database_unreachable(exc):
+            return _unexpected(exc)
+        reason = getattr(exc, "orig", None) or exc
+        log.warning("database unavailable: %s", str(reason).splitlines()[0][:200])
+        return _service_error(
+            StorageUnavailable(
+                "the database is unavailable, so the request was not processed; retry later"
+            )
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

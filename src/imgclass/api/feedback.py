@@ -38,6 +38,9 @@ def _invalid(message: str) -> BadRequest:
 
 
 def _is_int(value) -> bool:
+    # JSON has one number type: 281.0 is the integer 281 (as JSON Schema's "integer" says).
+    if isinstance(value, float):
+        return value.is_integer()
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -87,6 +90,7 @@ def parse_feedback(body: dict) -> FeedbackRequest:
         raise _invalid("send exactly one of class_id (an ImageNet index) and label")
     if class_id is not None and not _is_int(class_id):
         raise _invalid("class_id must be an integer ImageNet index (0-999)")
+    class_id = None if class_id is None else int(class_id)
     if label is not None and (not isinstance(label, str) or not 0 < len(label) <= MAX_LABEL):
         raise _invalid(
             f"label must be a non-empty string of at most {MAX_LABEL} characters: "
@@ -101,6 +105,7 @@ def parse_feedback(body: dict) -> FeedbackRequest:
         raise _invalid(f"filename must be a non-empty string of at most {MAX_FILENAME} characters")
     if index is not None and (not _is_int(index) or index < 0):
         raise _invalid("index must be a non-negative integer (0 = the first result)")
+    index = None if index is None else int(index)
     return FeedbackRequest(request_id, class_id, label, filename, index)
 
 
@@ -110,6 +115,43 @@ def _class_json(cls) -> dict:
 
 @bp.post("/feedback")
 def feedback():
+    """Confirm or correct a prediction.
+    ---
+    post:
+      summary: Ground truth for a predicted image, by the predict response's request id
+      tags: [monitoring]
+      security: [{}, {apiKey: []}]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: FeedbackRequest
+      responses:
+        "201":
+          description: stored
+          content:
+            application/json:
+              schema: FeedbackResponse
+        "200":
+          description: stored, replacing an earlier feedback for the same image
+          content:
+            application/json:
+              schema: FeedbackResponse
+        "400":
+          $ref: "#/components/responses/BadRequest"
+        "401":
+          $ref: "#/components/responses/Unauthorized"
+        "404":
+          $ref: "#/components/responses/NotFound"
+        "409":
+          $ref: "#/components/responses/Conflict"
+        "413":
+          $ref: "#/components/responses/PayloadTooLarge"
+        "415":
+          $ref: "#/components/responses/UnsupportedMediaType"
+        "422":
+          $ref: "#/components/responses/Unprocessable"
+    """
     svc = services(current_app)
     account = authenticate(
         svc.users, request.headers.get("Authorization"), required=svc.settings.require_auth

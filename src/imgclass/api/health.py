@@ -14,11 +14,40 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz():
+    """Liveness.
+    ---
+    get:
+      summary: Liveness (the process answers)
+      tags: [operations]
+      responses:
+        "200":
+          description: alive
+          content:
+            application/json:
+              schema: Health
+    """
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
 def readyz():
+    """Readiness.
+    ---
+    get:
+      summary: Readiness (a model is loaded and the database takes writes)
+      tags: [operations]
+      responses:
+        "200":
+          description: ready; `checks` says if the fallback is serving
+          content:
+            application/json:
+              schema: Readiness
+        "503":
+          description: not ready; `reasons` says why
+          content:
+            application/json:
+              schema: Readiness
+    """
     svc = services(current_app)
     checks, reasons = {}, []
     chain = svc.predictor.models

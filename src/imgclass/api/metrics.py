@@ -23,6 +23,18 @@ UNMATCHED = "unmatched"  # 404s and 405s: never the raw path, which a client cou
 
 @bp.get("/metrics")
 def scrape():
+    """Prometheus metrics.
+    ---
+    get:
+      summary: Prometheus metrics of the whole server (text exposition format)
+      tags: [operations]
+      responses:
+        "200":
+          description: every metric, merged over the server's workers
+          content:
+            text/plain:
+              schema: {type: string}
+    """
     svc = services(current_app)
     health.readyz()  # runs the readiness checks, which set imgclass_ready
     metrics.set_disk_usage(svc.settings.data_dir)

@@ -12,6 +12,18 @@ bp = Blueprint("models", __name__, url_prefix="/api/v1")
 
 @bp.get("/models")
 def list_models():
+    """The models this process serves.
+    ---
+    get:
+      summary: Loaded models (primary and fallback) and the circuit breaker
+      tags: [models]
+      responses:
+        "200":
+          description: the models, their roles and the breaker state
+          content:
+            application/json:
+              schema: ModelsResponse
+    """
     chain = services(current_app).predictor.models
     models = []
     if chain.primary is not None:

@@ -30,6 +30,54 @@ RAW_BODY_NAME = "upload"
 
 @bp.post("/predict")
 def predict():
+    """Classify one or more images.
+    ---
+    post:
+      summary: Classify images (top-k ImageNet classes)
+      description: >-
+        Multipart form data with one or more files in field `image`, or one image as the raw
+        body with an `image/*` content type. Every request, successful or not, is recorded in
+        the warehouse before the answer is sent; several files succeed or fail together.
+        Anonymous requests are allowed unless the server requires a key.
+      tags: [predict]
+      security: [{}, {apiKey: []}]
+      parameters:
+        - name: top_k
+          in: query
+          description: how many classes per image
+          schema: {type: integer, minimum: 1, maximum: 20, default: 5}
+        - name: filename
+          in: query
+          description: >-
+            the name recorded for a raw-body image (control characters dropped, cut to 255
+            characters)
+          schema: {type: string}
+      requestBody:
+        required: true
+        content:
+          multipart/form-data:
+            schema: PredictForm
+          image/*:
+            schema: {type: string, format: binary, minLength: 1}
+      responses:
+        "200":
+          description: one result per file, in order
+          content:
+            application/json:
+              schema: PredictResponse
+        "400":
+          $ref: "#/components/responses/BadRequest"
+        "401":
+          $ref: "#/components/responses/Unauthorized"
+        "413":
+          $ref: "#/components/responses/PayloadTooLarge"
+        "415":
+          $ref: "#/components/responses/UnsupportedMediaType"
+        "422":
+          $ref: "#/components/responses/Unprocessable"
+        "503":
+          $ref: "#/components/responses/Unavailable"
+    """
     svc = services(current_app)
     settings = svc.settings
     ctx = RequestContext(
@@ -121,12 +169,28 @@ def read_uploads(max_files: int) -> list[Upload]:
         return uploads
     if mimetype.startswith("image/"):
         name = clean_filename(request.args.get("filename")) or RAW_BODY_NAME
-        return [Upload(name, request.get_data(cache=False))]
+        data = request.get_data(cache=False)
+        refuse_a_cut_body(len(data))
+        return [Upload(name, data)]
     raise BadRequest(
         f"send the image as multipart/form-data in field {FIELD!r} or as a raw body with an "
         f"image/* content type (got {mimetype or 'no content type'!r})",
         code="no_image",
     )
+
+
+def refuse_a_cut_body(n_read: int) -> None:
+    """Raise RequestEntityTooLarge if a body sent without a Content-Length went on past the limit.
+
+    A chunked body has no length to refuse up front; werkzeug reads it up to MAX_CONTENT_LENGTH
+    and then stops, without an error, so a larger raw upload would be classified cut short
+    (the multipart parser, reading on, does raise). Whether more was sent is read from the
+    server's own input stream, past werkzeug's limited one.
+    """
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    unsized = request.content_length is None and limit is not None
+    if unsized and n_read >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
 
 
 def clean_filename(name: str | None) -> str:

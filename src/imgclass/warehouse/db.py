@@ -40,6 +40,7 @@ def make_engine(
     pool_timeout_s: float = 30.0,
     pool_recycle_s: int = 1800,
     pool_pre_ping: bool = True,
+    statement_timeout_s: float = 0,
 ) -> Engine:
     """An engine for ``url``; the pool options apply to server databases (not SQLite files).
 
@@ -57,6 +58,11 @@ def make_engine(
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
         if "application_name" not in parsed.query:
             connect_args["application_name"] = "imgclass"
+        if statement_timeout_s and "options" not in parsed.query:
+            # gunicorn's timeout only replaces a worker that stops answering its heartbeat,
+            # never a thread stuck on a database lock or a runaway query: PostgreSQL bounds
+            # those itself, and the request fails as 503 storage_unavailable.
+            connect_args["options"] = f"-c statement_timeout={int(statement_timeout_s * 1000)}"
     return create_engine(
         url,
         pool_size=pool_size,

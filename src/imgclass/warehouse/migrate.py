@@ -40,6 +40,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             # PostgreSQL has no database-wide write lock: a transaction-scoped advisory lock
             # makes the others wait. The whole upgrade is this one transaction (DDL is
             # transactional there), so the lock is held until the schema is committed.
+            # A backfill over millions of facts may take longer than a request's statement
+            # timeout (IMGCLASS_DB_STATEMENT_TIMEOUT_S), and so may a replica's wait for
+            # the lock while another runs it: the migration has none, from the start.
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         config.attributes["connection"] = conn
         command.upgrade(config, revision)

@@ -109,6 +109,12 @@ class UserStore:
 
     def authenticate(self, key: str) -> Account | None:
         """The active account owning ``key``, or None."""
+        # The presented key is never compared with a stored one, so no comparison can leak
+        # through its timing: the database looks up the key's sha256 in a unique index. What
+        # an index search's timing could reveal is how a digest sorts against stored digests,
+        # and steering the digest of a guess needs a sha256 preimage, so that reveals nothing
+        # about any key (the reason hmac.compare_digest exists does not apply to a lookup by
+        # a cryptographic digest).
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(api_user).where(

@@ -52,6 +52,18 @@ def chart_js_available() -> bool:
 
 @bp.get("/")
 def upload():
+    """The upload page.
+    ---
+    get:
+      summary: The upload page (HTML)
+      tags: [pages]
+      responses:
+        "200":
+          description: the page
+          content:
+            text/html:
+              schema: {type: string}
+    """
     settings = services(current_app).settings
     return render_template(
         "upload.html",
@@ -67,6 +79,18 @@ _warned = False
 
 @bp.get("/dashboard")
 def dashboard():
+    """The analytics dashboard.
+    ---
+    get:
+      summary: The analytics dashboard (HTML; the page asks for an admin key)
+      tags: [pages]
+      responses:
+        "200":
+          description: the page
+          content:
+            text/html:
+              schema: {type: string}
+    """
     global _warned
     available = chart_js_available()
     if not available and not _warned:
