@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import io
+import uuid
 
+import pytest
 from pydantic import SecretStr
 
 from imgclass.app import create_app, services
@@ -93,3 +95,14 @@ def test_an_unreachable_destination_is_503_with_retry_after(settings, admin_key)
         assert error["code"] == "backup_destination_unavailable"
         assert "cannot reach the S3 endpoint" in error["message"] and error["request_id"]
         assert resp.headers["Retry-After"]
+
+
+@pytest.mark.postgresql
+def test_postgresql_is_501_from_the_backup_process(settings, postgres_url):
+    # The backup runs in a child process; its typed errors still reach the client.
+    app = create_app(settings.model_copy(update={"database_url": postgres_url}))
+    _, key = services(app).users.add(f"ops-{uuid.uuid4().hex[:8]}", admin=True)
+    resp = app.test_client().post(URL, headers=bearer(key))
+    assert resp.status_code == 501
+    error = resp.get_json()["error"]
+    assert error["code"] == "backup_unsupported" and "pg_dump" in error["message"]

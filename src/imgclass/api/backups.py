@@ -1,8 +1,9 @@
 """``/api/v1/admin/backups`` (admin key only): take a backup now, list backups and their age.
 
-``POST`` backs up to the configured destination inside the request and answers with the
-manifest (201); a second POST while one runs gets 409. For large warehouses schedule
-``imgclass backup create`` instead: a request is bounded by the worker timeout.
+``POST`` backs up to the configured destination while the request waits, in a child
+process (``warehouse/backup_process.py``: the worker's memory stays flat), and answers
+with the manifest (201); a second POST while one runs gets 409. For large warehouses
+schedule ``imgclass backup create`` instead: a request is bounded by the proxy's timeout.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from flask import Blueprint, current_app, jsonify, request
 from imgclass.app import services
 from imgclass.ops.auth import require_admin
 from imgclass.warehouse import backup
+from imgclass.warehouse.backup_process import create_in_child
 
 bp = Blueprint("admin_backups", __name__, url_prefix="/api/v1/admin")
 
@@ -52,7 +54,7 @@ def create_backup():
         "503":
           $ref: "#/components/responses/Unavailable"
     """
-    manifest = _backups().create()
+    manifest = create_in_child(_backups().settings)
     return jsonify(manifest.to_json()), 201
 
 
