@@ -6,11 +6,13 @@ from __future__ import annotations
 import random
 
 import pytest
+from pydantic import SecretStr
 
 from imgclass.app import create_app, services
 from tests.api.test_predict import post_files
 from tests.conftest import fact_rows
 from tests.ops.test_cache import REDIS_URL, redis_available  # noqa: F401 (fixture)
+from tests.support.s3 import closed_port
 
 
 def random_ip() -> str:
@@ -71,6 +73,24 @@ def test_per_ip_limit_answers_429_with_retry_after(make):
     other = {"REMOTE_ADDR": random_ip()}
     assert client.get("/api/v1/models", environ_base=other).status_code == 200
     assert all(client.get("/readyz", environ_base=ip).status_code == 200 for _ in range(5))
+
+
+def test_retry_after_only_on_429_and_503(make, admin_key):
+    # flask-limiter writes Retry-After on every response of a limited route, and stretched
+    # a 503's short hint to the end of its window.
+    client = make(
+        rate_limit_per_ip="100/minute",
+        rate_limit_per_key="",
+        backup_destination="s3://imgclass-backups/x",
+        s3_endpoint_url=f"http://127.0.0.1:{closed_port()}",
+        s3_access_key_id="key",
+        s3_secret_access_key=SecretStr("secret"),
+    )
+    ok = client.get("/api/v1/models")
+    assert ok.status_code == 200 and "X-RateLimit-Remaining" in ok.headers
+    assert "Retry-After" not in ok.headers
+    down = client.get("/api/v1/admin/backups", headers={"Authorization": f"Bearer {admin_key}"})
+    assert down.status_code == 503 and down.headers["Retry-After"] == "5"
 
 
 def test_per_key_limit_follows_the_key_across_addresses(make, admin_key):

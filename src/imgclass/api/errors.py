@@ -13,6 +13,8 @@ from werkzeug.exceptions import HTTPException
 
 from imgclass.errors import ServiceError, StorageUnavailable
 
+UNAVAILABLE_RETRY_AFTER_S = "5"  # on every 503: a transient fault, soon worth retrying
+
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -64,7 +66,7 @@ def register(app: Flask) -> None:
             log.warning("%s: %s", exc.code, exc.message)
         response = error_response(exc.status, exc.code, exc.message)
         if exc.status == 503:
-            response[0].headers["Retry-After"] = "5"
+            response[0].headers["Retry-After"] = UNAVAILABLE_RETRY_AFTER_S
         return response
 
     @app.errorhandler(HTTPException)

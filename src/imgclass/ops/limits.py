@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask_limiter import Limiter
 
+from imgclass.api.errors import UNAVAILABLE_RETRY_AFTER_S
 from imgclass.config import Settings
 
 # Probes and scrapes must never be throttled: a limited /readyz would take a healthy
@@ -39,6 +40,9 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
     per_ip, per_key = settings.rate_limit_per_ip, settings.rate_limit_per_key
     if not per_ip and not per_key:
         return None
+    # Registered before the limiter's own hook, so it runs after it (Flask runs them last
+    # registered first).
+    app.after_request(_retry_after_only_where_it_means_something)
     limiter = Limiter(
         key_func=client_ip,
         app=app,
@@ -63,3 +67,17 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
         for blueprint in app.blueprints.values():
             by_key(blueprint)
     return limiter
+
+
+def _retry_after_only_where_it_means_something(response: Response) -> Response:
+    """Keep ``Retry-After`` on 429 and 503 only, with the 503's own short value.
+
+    With its headers on, flask-limiter writes ``Retry-After`` (seconds until its window
+    resets) on every response of a limited route: a 200 or a 500 told the client to wait,
+    and a 503's "retry in 5 s" was stretched to the end of the rate-limit window.
+    """
+    if response.status_code == 503:
+        response.headers["Retry-After"] = UNAVAILABLE_RETRY_AFTER_S
+    elif response.status_code != 429:
+        response.headers.pop("Retry-After", None)
+    return response
