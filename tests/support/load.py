@@ -61,7 +61,9 @@ def post(port: int, body: bytes, authorization: str | None = None) -> Outcome:
         resp = conn.getresponse()
         payload = resp.read()
         conn.close()
-    except OSError:
+    except (OSError, http.client.HTTPException):
+        # No answer, or one cut off mid-body (IncompleteRead: the server was killed while
+        # sending it): the client was not told anything, so nothing was acknowledged.
         return Outcome(request_id, None, started=started, ended=time.monotonic())
     code = None
     if resp.status >= 400:
