@@ -27,30 +27,16 @@ sys.path.insert(0, str(REPO))
 from bench.common import jpeg_640x480  # noqa: E402
 from tests.support.nginx import free_port, running_nginx, write_run_dir  # noqa: E402
 from tests.support.server import serve  # noqa: E402
-from tests.support.slowloris import SlowClients, probe  # noqa: E402
+from tests.support.slowloris import SlowClients, probe_predictions  # noqa: E402
 
 PROBE_TIMEOUT_S = 30
 
 
 def run_case(port: int, connections: int, interval: float, seconds: float, mode: str) -> dict:
     image = jpeg_640x480()
-    results = []
     with SlowClients("127.0.0.1", port, connections, interval_s=interval, mode=mode) as slow:
         time.sleep(interval * 2)  # let every slow client start trickling
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            results.append(
-                probe(
-                    "127.0.0.1",
-                    port,
-                    "POST",
-                    "/api/v1/predict",
-                    image,
-                    {"Content-Type": "image/jpeg"},
-                    timeout_s=PROBE_TIMEOUT_S,
-                )
-            )
-            time.sleep(0.5)
+        results = probe_predictions("127.0.0.1", port, image, seconds, PROBE_TIMEOUT_S)
         stats = slow.stats
     ok = [r.seconds for r in results if r.status == 200]
     return {

@@ -13,13 +13,11 @@ keep coming.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.support.nginx import NGINX_DIR, free_port, running_nginx, write_run_dir
 from tests.support.server import serve
-from tests.support.slowloris import SlowClients, probe
+from tests.support.slowloris import SlowClients, probe_predictions
 
 pytestmark = pytest.mark.slow
 
@@ -53,21 +51,9 @@ def test_slow_clients_do_not_starve_the_server_behind_nginx(tmp_path, model_dir,
             SlowClients("127.0.0.1", port, 16, interval_s=1, mode="headers") as headers,
             SlowClients("127.0.0.1", port, 16, interval_s=1, mode="body") as bodies,
         ):
-            results = []
-            deadline = time.monotonic() + HOLD_S
-            while time.monotonic() < deadline:
-                results.append(
-                    probe(
-                        "127.0.0.1",
-                        port,
-                        "POST",
-                        "/api/v1/predict",
-                        cat_jpeg,
-                        {"Content-Type": "image/jpeg"},
-                        timeout_s=GUNICORN_TIMEOUT_S,
-                    )
-                )
-                time.sleep(0.5)
+            results = probe_predictions(
+                "127.0.0.1", port, cat_jpeg, HOLD_S, timeout_s=GUNICORN_TIMEOUT_S
+            )
             still_open = headers.open_now + bodies.open_now
     assert len(results) >= 10
     assert [r.status for r in results] == [200] * len(results), [r.error for r in results]

@@ -166,3 +166,26 @@ def probe(
         return ProbeResult(None, time.monotonic() - started, f"{type(exc).__name__}: {exc}")
     finally:
         conn.close()
+
+
+def probe_predictions(
+    host: str, port: int, jpeg: bytes, seconds: float, timeout_s: float, every_s: float = 0.5
+) -> list[ProbeResult]:
+    """Ordinary JPEG predictions, one every ``every_s``, for ``seconds``: what a patient
+    client meets while the slow ones hold their connections."""
+    results = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        results.append(
+            probe(
+                host,
+                port,
+                "POST",
+                "/api/v1/predict",
+                jpeg,
+                {"Content-Type": "image/jpeg"},
+                timeout_s=timeout_s,
+            )
+        )
+        time.sleep(every_s)
+    return results
