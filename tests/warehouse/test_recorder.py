@@ -6,13 +6,16 @@ Every test runs on SQLite and on PostgreSQL (``backends``).
 from __future__ import annotations
 
 import multiprocessing
+import threading
+import time
 from dataclasses import replace
 from datetime import datetime
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text
 
-from imgclass.warehouse.db import make_engine
+from imgclass.warehouse.db import WRITE, make_engine
 from imgclass.warehouse.recorder import (
     ClassFacts,
     Event,
@@ -160,3 +163,58 @@ def test_the_key_cache_is_bounded_and_an_evicted_key_is_found_again(db_engine):
             text("SELECT user_key FROM api_event_fact WHERE request_id IN ('v0', 'again')")
         ).scalars()
         assert len(set(keys)) == 1
+
+
+def _record_together(engine, recorder: Recorder, batches: list[list[Event]]) -> dict:
+    """Record each batch from its own thread while another transaction holds the write lock,
+    so that they all queue, then let them go; returns request id → exception or None."""
+    outcome: dict[str, BaseException | None] = {}
+
+    def one(events):
+        try:
+            recorder.record(events)
+            outcome[events[0].request_id] = None
+        except Exception as exc:
+            outcome[events[0].request_id] = exc
+
+    threads = [threading.Thread(target=one, args=(b,)) for b in batches]
+    with engine.connect() as blocker:
+        blocker.execution_options(**WRITE)  # BEGIN IMMEDIATE on SQLite
+        with blocker.begin():
+            if engine.dialect.name == "postgresql":
+                blocker.execute(text("LOCK TABLE api_event_fact IN EXCLUSIVE MODE"))
+            for t in threads:
+                t.start()
+            time.sleep(1.0)  # every thread is now waiting: one for the lock, the rest in line
+    for t in threads:
+        t.join(60)
+    return outcome
+
+
+@pytest.mark.parametrize("group_commit", [True, False], ids=["group", "one-by-one"])
+def test_requests_recorded_together_share_a_commit(db_engine, group_commit):
+    recorder = Recorder(db_engine, group_commit=group_commit)
+    recorder.record([event("warm-up")])
+    commits = []
+    sa_event.listen(db_engine, "commit", lambda _conn: commits.append(1))
+    requests = [[event(f"g{i}", sha=f"{i:064x}")] for i in range(12)]
+    outcome = _record_together(db_engine, recorder, requests)
+    assert outcome == {f"g{i}": None for i in range(12)}
+    assert count(db_engine, api_event_fact) == 13
+    recorded = len(commits) - 1  # the lock holder's own transaction commits too
+    # With group commit: the one that got the lock first, then everyone else in one
+    # transaction; without: one commit each.
+    assert recorded <= 2 if group_commit else recorded == 12
+
+
+def test_a_request_that_fails_in_a_shared_commit_fails_alone(db_engine):
+    recorder = Recorder(db_engine)
+    broken = replace(event("broken", sha="bb" * 32), status_code=None)  # violates NOT NULL
+    requests = [[event(f"ok{i}", sha=f"{i:064x}")] for i in range(5)]
+    requests.insert(2, [broken])
+    outcome = _record_together(db_engine, recorder, requests)
+    assert outcome.pop("broken") is not None
+    assert outcome == {f"ok{i}": None for i in range(5)}
+    with db_engine.connect() as conn:
+        stored = set(conn.execute(select(api_event_fact.c.request_id)).scalars())
+    assert stored == {f"ok{i}" for i in range(5)}
