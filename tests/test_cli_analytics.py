@@ -90,3 +90,16 @@ def test_stats_bad_options_say_what_is_wrong(env):
     assert result.exit_code == 2 and "group_by: unknown dimension 'colour'" in result.output
     result = CliRunner().invoke(main, ["stats", "--filter", "alice"])
     assert result.exit_code == 2 and "DIM=VALUES" in result.output
+
+
+def test_stats_reads_the_analytics_database(env, monkeypatch):
+    # With IMGCLASS_ANALYTICS_DATABASE_URL (a read replica) stats reads there, never
+    # migrating it (a replica refuses writes); seeding still writes to the primary.
+    replica = env / "replica"
+    monkeypatch.setenv("IMGCLASS_DATA_DIR", str(replica))
+    assert run("demo", "seed", "--events", "120", "--days", "2").exit_code == 0
+    monkeypatch.setenv("IMGCLASS_DATA_DIR", str(env / "data"))
+    monkeypatch.setenv("IMGCLASS_ANALYTICS_DATABASE_URL", f"sqlite:///{replica / 'imgclass.db'}")
+    answer = json.loads(run("stats", "--from", "2000-01-01", "--json").stdout)
+    assert answer["rows"] == [{"requests": 120}]
+    assert not (env / "data" / "imgclass.db").exists()  # the primary was not even opened

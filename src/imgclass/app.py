@@ -204,7 +204,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     from imgclass.ops.drift import DriftMonitor
     from imgclass.ops.feedback import FeedbackService
 
-    app.extensions["imgclass"].drift = DriftMonitor(engine, settings)
+    # Drift reads windows of the warehouse, like the analytics: from the replica if there is one.
+    app.extensions["imgclass"].drift = DriftMonitor(
+        app.extensions["imgclass"].analytics_engine, settings
+    )
     app.extensions["imgclass"].feedback = FeedbackService(engine)
     # Background drift updates (per process; IMGCLASS_DRIFT_INTERVAL_S=0 turns them off).
     app.extensions["imgclass"].drift.start()

@@ -17,6 +17,7 @@ from rich.table import Table
 
 
 def _engine():
+    """The primary database, migrated (what ``demo seed`` writes to)."""
     from imgclass.cli import load_settings
     from imgclass.warehouse.db import make_engine
     from imgclass.warehouse.migrate import upgrade
@@ -26,6 +27,21 @@ def _engine():
     engine = make_engine(settings.effective_database_url)
     upgrade(engine)
     return engine
+
+
+def _analytics_engine():
+    """Where analytics reads go: the read replica when one is configured, else the primary.
+
+    A replica follows the primary's schema and refuses writes, so it is never migrated.
+    """
+    from imgclass.cli import load_settings
+    from imgclass.warehouse.db import make_engine, same_database
+
+    settings = load_settings()
+    url = settings.effective_analytics_database_url
+    if same_database(url, settings.effective_database_url):
+        return _engine()
+    return make_engine(url)
 
 
 def _cell(value) -> str:
@@ -92,7 +108,7 @@ def stats(
         params[name] = value
     try:
         query = parse_cube(params)
-        result = Cube(_engine()).run(query)
+        result = Cube(_analytics_engine()).run(query)
     except BadRequest as exc:
         raise click.UsageError(exc.message) from exc
     if as_json:

@@ -303,3 +303,40 @@ def test_concepts_drill_down_from_animal_to_a_breed(client, admin_key, seeded):
     assert husky["children"] == [] and husky["concept"]["name"] == "Siberian_husky"
     crane = get(client, admin_key, "concepts", parent="crane")
     assert crane.status_code == 400 and "wnid" in crane.get_json()["error"]["message"]
+
+
+def test_analytics_reads_go_to_the_analytics_database(tmp_path, model_dir):
+    # Two different warehouses stand in for a primary and a replica that is behind: every
+    # analytics answer (and drift's windows) must come from the one IMGCLASS_ANALYTICS_…
+    # names, while predictions are written to the primary. The streaming-replica test
+    # (tests/warehouse/test_replica.py) shows the same on a real PostgreSQL replica.
+    from imgclass.app import create_app
+    from imgclass.warehouse.db import make_engine
+    from imgclass.warehouse.migrate import upgrade
+    from tests.conftest import make_settings
+
+    replica_url = f"sqlite:///{tmp_path / 'replica.db'}"
+    replica = make_engine(replica_url)
+    upgrade(replica)
+    rows = make_events(60, seed=5)
+    store(replica, rows)
+    settings = make_settings(tmp_path / "data", model_dir, analytics_database_url=replica_url)
+    app = create_app(settings)
+    client = app.test_client()
+    key = settings.admin_token_path.read_text().strip()
+    primary = services(app).engine
+    assert count_facts(primary) == 0
+
+    everything = {"from": "2000-01-01", "to": "2100-01-01"}
+    cube = get(client, key, "cube", measures="requests", **everything).get_json()
+    assert cube["rows"] == [{"requests": len(rows)}]
+    summary = get(client, key, "summary", **everything).get_json()
+    assert summary["totals"]["requests"] == len(rows)
+    events = get(client, key, "events", limit=100, **everything).get_json()
+    assert {e["request_id"] for e in events["rows"]} == {r.event.request_id for r in rows}
+    assert services(app).drift.engine is services(app).analytics_engine
+
+
+def count_facts(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(api_event_fact)).scalar_one()

@@ -89,7 +89,7 @@ def cube():
     if fmt not in FORMATS:
         raise BadRequest(f"format: expected json or csv, got {fmt[:20]!r}", code="bad_request")
     query = parse_cube(params)
-    engine = services(current_app).engine
+    engine = services(current_app).analytics_engine
     if fmt == "json":
         return jsonify(Cube(engine).run(query).to_json())
     if query.pivot is None and not query.rollup:
@@ -126,7 +126,7 @@ def summary():
         "403":
           $ref: "#/components/responses/Forbidden"
     """
-    engine = services(current_app).engine
+    engine = services(current_app).analytics_engine
     return jsonify(analytics.summary(engine, query_params(), utc_now().date()))
 
 
@@ -157,7 +157,7 @@ def timeseries():
         "403":
           $ref: "#/components/responses/Forbidden"
     """
-    return jsonify(analytics.timeseries(services(current_app).engine, query_params()))
+    return jsonify(analytics.timeseries(services(current_app).analytics_engine, query_params()))
 
 
 @bp.get("/events")
@@ -186,7 +186,7 @@ def events():
         "403":
           $ref: "#/components/responses/Forbidden"
     """
-    return jsonify(analytics.latest_events(services(current_app).engine, query_params()))
+    return jsonify(analytics.latest_events(services(current_app).analytics_engine, query_params()))
 
 
 @bp.get("/concepts")
@@ -216,4 +216,5 @@ def concepts():
         "403":
           $ref: "#/components/responses/Forbidden"
     """
-    return jsonify(analytics.concept_children(services(current_app).engine, query_params()))
+    engine = services(current_app).analytics_engine
+    return jsonify(analytics.concept_children(engine, query_params()))
