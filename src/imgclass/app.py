@@ -173,6 +173,9 @@ def build_analytics_engine(settings: Settings, primary: Engine) -> Engine:
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
     app = Flask(__name__, static_folder=None)
+    from imgclass.api.uploads import UploadRequest
+
+    app.request_class = UploadRequest  # uploads parsed into memory, not TMPDIR
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.config["MAX_FORM_PARTS"] = settings.max_files_per_request + 16
     app.json.sort_keys = False
