@@ -4,15 +4,21 @@ Everything a hostile or unusual upload can do is decided here: empty input,
 formats we do not accept, decompression bombs, truncated or corrupt data, and
 every pixel mode Pillow can produce (CMYK, palette, alpha, 16-bit, float).
 Large JPEGs are downscaled while decoding (``Image.draft``), which is far
-cheaper than decoding at full size and resizing afterwards.
+cheaper than decoding at full size and resizing afterwards. Other large images
+are box-averaged right after decoding, before any conversion copies them, and
+only one image that decodes to more than ``LARGE_DECODE_BYTES`` is decoded at a
+time per process: the pixel limit bounds pixels, not the bytes they take.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,9 +127,11 @@ def load_image(
                 # Decode at the smallest DCT scale whose size still covers
                 # min_short_side on both axes.
                 img.draft(None, (min_short_side, min_short_side))
-            img.load()
-            img = _upright(img)
-            rgb = to_rgb(img)
+            with _decode_slot(img):
+                img.load()
+                img = _shrink(img, min_short_side)
+                img = _upright(img)
+                rgb = to_rgb(img, min_short_side)
         except Image.DecompressionBombError as exc:
             raise _too_large((width, height), max_pixels) from exc
         except _DECODE_ERRORS as exc:
@@ -153,6 +161,51 @@ def _reason(exc: BaseException) -> str:
     return text[:120]
 
 
+# A decoded image larger than this waits for the process's one large-decode slot: a small
+# upload can decode to hundreds of MB (pixels x bytes per pixel), and several at once in one
+# worker's threads would add up; ordinary photos (a 12 MP JPEG decodes at 1/8 scale) never wait.
+LARGE_DECODE_BYTES = 64 * 1024 * 1024
+_large_decodes = threading.BoundedSemaphore(1)
+
+
+@contextlib.contextmanager
+def _decode_slot(img: Image.Image) -> Iterator[None]:
+    width, height = img.size
+    if width * height * _bytes_per_pixel(img.mode) <= LARGE_DECODE_BYTES:
+        yield
+        return
+    with _large_decodes:
+        yield
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    # Pillow stores every multi-band mode in 4 bytes per pixel, "I" and "F" too.
+    return {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}.get(mode, 4)
+
+
+# Modes whose pixels Image.reduce can average (not palette indices, 1-bit or 16-bit ints).
+_REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "I", "F"})
+
+
+def _reduce_factor(size: tuple[int, int], min_short_side: int | None) -> int:
+    """The integer downscale that keeps the short side at least ``min_short_side``."""
+    return min(size) // min_short_side if min_short_side else 1
+
+
+def _shrink(img: Image.Image, min_short_side: int | None) -> Image.Image:
+    """Box-average a large decoded image down to about twice the size the model needs.
+
+    Done first, on the decoded pixels, so that every later step (EXIF rotation, mode
+    conversion, alpha compositing) works on a small image: at full size each of them made
+    another copy, and a 7000x7000 RGBA PNG of 200 KB held about 1 GB while it was converted.
+    Modes that cannot be averaged are shrunk by ``to_rgb`` (16-bit) or after conversion.
+    """
+    factor = _reduce_factor(img.size, min_short_side) // 2
+    if factor < 2 or img.mode not in _REDUCIBLE:
+        return img
+    return img.reduce(factor)
+
+
 def _upright(img: Image.Image) -> Image.Image:
     """Apply the EXIF orientation tag; a malformed EXIF block is ignored, not fatal."""
     try:
@@ -164,36 +217,60 @@ def _upright(img: Image.Image) -> Image.Image:
         return img
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB; transparency is composited on white."""
+def to_rgb(img: Image.Image, min_short_side: int | None = None) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited on white.
+
+    With ``min_short_side``, images still large after ``_shrink`` (palette and 16-bit ones,
+    which it cannot average) are shrunk as soon as they are in a mode that can be.
+    """
     mode = img.mode
     if mode == "RGB":
         return img
     if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        img = _shrink(img.convert("RGBA" if "transparency" in img.info else "RGB"), min_short_side)
         mode = img.mode
+        if mode == "RGB":
+            return img
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if mode.startswith("I") or mode == "F":
-        return _high_depth_to_rgb(img)
+        return _high_depth_to_rgb(img, min_short_side)
     return img.convert("RGB")
 
 
-def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
-    """16-bit, 32-bit integer and float images: rescale to 0-255 instead of clipping."""
+def _high_depth_to_rgb(img: Image.Image, min_short_side: int | None = None) -> Image.Image:
+    """16-bit, 32-bit integer and float images: rescale to 0-255 instead of clipping.
+
+    Works on a box-averaged float32 copy when the image is large (``_block_mean``), so the
+    temporaries are small; the scale still comes from the full image's range.
+    """
     arr = np.asarray(img)
     if arr.dtype.kind == "f":
-        arr = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        top = float(arr.max()) if arr.size else 0.0
+        finite = np.isfinite(arr)
+        top = float(arr.max(where=finite, initial=0.0)) if arr.size else 0.0
         # Float images are conventionally 0..1; anything else is scaled to its range.
         scale = 255.0 if top <= 1.0 else 255.0 / max(top, 1.0)
-        out = np.clip(arr * scale, 0, 255)
+        if not finite.all():
+            arr = np.where(finite, arr, 0)
+        low, high = 0.0, 255.0 / scale
     else:
-        arr = arr.astype(np.int64)
         top = int(arr.max()) if arr.size else 0
         # 16-bit sources (0..65535) are the common case; 8-bit data stored in a
         # wide mode is left as is.
-        out = np.clip(arr, 0, 65535) / 257.0 if top > 255 else np.clip(arr, 0, 255)
-    return Image.fromarray(out.astype(np.uint8), mode="L").convert("RGB")
+        scale = 1 / 257.0 if top > 255 else 1.0
+        low, high = 0, 65535 if top > 255 else 255
+    small = _block_mean(arr, _reduce_factor(arr.shape[::-1], min_short_side) // 2)
+    np.clip(small, low, high, out=small)
+    small *= scale
+    return Image.fromarray(small.astype(np.uint8), mode="L").convert("RGB")
+
+
+def _block_mean(arr: np.ndarray, factor: int) -> np.ndarray:
+    """float32 means of ``factor`` x ``factor`` blocks (what Image.reduce does), or a copy."""
+    if factor < 2:
+        return arr.astype(np.float32)
+    h, w = (arr.shape[0] // factor) * factor, (arr.shape[1] // factor) * factor
+    blocks = arr[:h, :w].reshape(h // factor, factor, w // factor, factor)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
