@@ -25,7 +25,7 @@ from imgclass.config import (
     LIMIT_REQUEST_LINE,
     Settings,
 )
-from imgclass.ops import multiproc
+from imgclass.ops import allocator, multiproc
 from imgclass.warehouse.db import make_engine
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class ImgclassServer(BaseApplication):
             # gunicorn's control socket lives at one fixed path per user, so several
             # servers on a machine would clobber each other's; we do not use it.
             "control_socket_disable": True,
+            "post_fork": _post_fork,
             "child_exit": _child_exit,
             "on_exit": _on_exit,
         }
@@ -74,6 +75,11 @@ class ImgclassServer(BaseApplication):
             update={"auto_migrate": False, "bootstrap_admin": False}
         )
         return create_app(worker_settings)
+
+
+def _post_fork(_arbiter, _worker) -> None:
+    # In each worker, before it loads the app: see ops/allocator.py.
+    allocator.fix_mmap_threshold()
 
 
 def _child_exit(_arbiter, worker) -> None:
