@@ -144,7 +144,7 @@ def test_an_unreachable_database_is_503_wherever_it_is_met(app, client, admin_ke
     # Nothing listens there: every connection attempt is refused, as while a server restarts.
     down = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/imgclass")
     auth = {"Authorization": f"Bearer {admin_key}"}
-    engine = svc.engine
+    engine, analytics = svc.engine, svc.analytics_engine
     try:
         svc.users.engine = down
         resp = client.post(
@@ -155,12 +155,12 @@ def test_an_unreachable_database_is_503_wherever_it_is_met(app, client, admin_ke
         )
         assert_error(resp, 503, "storage_unavailable")
         assert resp.headers["Retry-After"] and "results" not in resp.get_json()
-        svc.users.engine, svc.engine = engine, down
+        svc.users.engine, svc.analytics_engine = engine, down  # the analytics reads' engine
         resp = client.get("/api/v1/analytics/summary", headers=auth)
         assert_error(resp, 503, "storage_unavailable")
         assert resp.headers["Retry-After"]
     finally:
-        svc.engine = svc.users.engine = engine
+        svc.users.engine, svc.analytics_engine = engine, analytics
         down.dispose()
 
 
