@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import io
 import uuid
+from datetime import datetime
 
 import pytest
 from pydantic import SecretStr
@@ -126,6 +127,25 @@ def test_backup_over_http_on_postgresql(postgres_app, settings, cat_jpeg, tmp_pa
         (manifest["name"], "postgresql")
     ]
     assert listed["last_backup_age_seconds"] >= 0
+
+    # Another replica, with a data dir of its own, knows the backup too (from the database).
+    url = services(app).settings.database_url
+    replica = create_app(
+        settings.model_copy(update={"database_url": url, "data_dir": tmp_path / "replica"})
+    )
+    try:
+        other = replica.test_client()
+        assert other.get(URL, headers=bearer(key)).get_json()["last_backup_age_seconds"] >= 0
+        scraped = other.get("/metrics").get_data(as_text=True)
+    finally:
+        services(replica).engine.dispose()
+    (line,) = [
+        line
+        for line in scraped.splitlines()
+        if line.startswith("imgclass_backup_last_success_timestamp_seconds ")
+    ]
+    created = datetime.fromisoformat(manifest["created_at"]).timestamp()
+    assert float(line.split()[1]) == pytest.approx(created, abs=1e-3)
 
     # The backup restores to exactly what had been acknowledged.
     services(app).engine.dispose()

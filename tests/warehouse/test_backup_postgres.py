@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from imgclass.config import Settings
 from imgclass.warehouse import pg_client
-from imgclass.warehouse.backup import Backups, list_backups
+from imgclass.warehouse.backup import Backups, last_backup_time, list_backups
 from imgclass.warehouse.backup_codec import compress_stream, decompress
 from imgclass.warehouse.backup_errors import (
     BackupCorrupt,
@@ -373,6 +373,20 @@ def test_the_password_is_never_on_a_command_line(postgres_url, tmp_path):
         check=True,
     )
     assert done.stdout.strip() == postgres_url.rsplit("/", 1)[1]
+
+
+def test_the_backup_age_is_known_to_every_replica(warehouse, tmp_path):
+    """A backup job's data dir is thrown away: its receipt lives in the database too."""
+    manifest = warehouse.create()
+    elsewhere = Settings(
+        data_dir=tmp_path / "replica", database_url=warehouse.settings.database_url
+    )
+    assert last_backup_time(elsewhere) is None  # nothing in this replica's data dir
+    engine = make_engine(elsewhere.effective_database_url)
+    try:
+        assert last_backup_time(elsewhere, engine) == manifest.created_at.timestamp()
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="module")

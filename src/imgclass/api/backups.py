@@ -85,7 +85,7 @@ def list_backups():
     store = backups.store()
     entries = backup.list_backups(store)
     newest = [e.manifest.created_at.timestamp() for e in entries[:1]]
-    local = backup.last_backup_time(backups.settings)
+    local = backup.last_backup_time(backups.settings, backups.engine)
     known = max([*newest, *([local] if local is not None else [])], default=None)
     return jsonify(
         destination=store.description,

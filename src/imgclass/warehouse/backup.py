@@ -698,6 +698,9 @@ class Backups:
                     staging_dir=self._staging(),
                     bin_dir=self.settings.pg_bin_dir,
                 )
+                # In the database too: every replica's metric reads it from there (the
+                # data dir of a backup job, a Kubernetes CronJob's say, is thrown away).
+                backup_postgres.record_receipt(engine, manifest, store.description)
             self._write_receipt(manifest, store)
             return manifest
         database = self.database
@@ -803,14 +806,21 @@ def _wrong_backend(manifest: Manifest, configured: Backend) -> str:
     )
 
 
-def last_backup_time(settings: Settings) -> float | None:
+def last_backup_time(settings: Settings, engine: Engine | None = None) -> float | None:
     """Epoch seconds of the newest backup known locally, None if there is none.
 
     The newest of: the manifests in ``<data dir>/backups`` (read from their names, so
-    this is cheap enough for every metrics scrape) and the receipt this host writes after
-    each successful backup to any destination, S3 included.
+    this is cheap enough for every metrics scrape), the receipt this host writes after
+    each successful backup to any destination, S3 included, and, when ``engine`` is a
+    PostgreSQL warehouse, the newest receipt in its ``backup_receipt`` table, written
+    by whichever host took the backup (one indexed row).
     """
     times: list[float] = []
+    if engine is not None and engine.dialect.name == "postgresql":
+        from imgclass.warehouse.backup_postgres import last_receipt_time
+
+        if (recorded := last_receipt_time(engine)) is not None:
+            times.append(recorded)
     try:
         names = os.listdir(settings.local_backup_dir)
     except OSError:

@@ -53,9 +53,10 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, func, select, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from imgclass.warehouse import pg_client
@@ -77,6 +78,7 @@ from imgclass.warehouse.backup_errors import (
     RestoreRefused,
 )
 from imgclass.warehouse.backup_store import BackupStore
+from imgclass.warehouse.schema import backup_receipt
 from imgclass.warehouse.transfer import rows_seeded_by_migrations
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ log = logging.getLogger(__name__)
 # pg_try_advisory_xact_lock key (a bigint), distinct from the migrations' (b"imgclass").
 BACKUP_LOCK_KEY = int.from_bytes(b"imgc-bkp")
 # Tables whose rows are no warehouse data: restoring over them needs no --force.
-NOT_DATA = frozenset({"alembic_version", "service_heartbeat"})
+NOT_DATA = frozenset({"alembic_version", "service_heartbeat", "backup_receipt"})
 SCRATCH_PREFIX = "imgclass_verify_"
 
 _USER_RELATIONS = """
@@ -263,6 +265,31 @@ def _dump(
             detail = pg_client.error_line(errors.read(), f"exit status {status}")
             raise BackupError(f"pg_dump failed: {detail}")
     return digests
+
+
+def record_receipt(engine: Engine, manifest: Manifest, destination: str) -> None:
+    """Note the backup in the warehouse, where every replica's metric finds it."""
+    row = {
+        "name": manifest.name,
+        "destination": destination[:1024],
+        "created_at": manifest.created_at.astimezone(UTC).replace(tzinfo=None),
+    }
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(backup_receipt).values(row).on_conflict_do_nothing())
+    except SQLAlchemyError as exc:
+        log.warning("backup %s done, but the database did not take its receipt: %s", row, exc)
+
+
+def last_receipt_time(engine: Engine) -> float | None:
+    """Epoch seconds of the newest receipt in the warehouse (None: none, or unreachable)."""
+    try:
+        with engine.connect() as conn:
+            newest = conn.execute(select(func.max(backup_receipt.c.created_at))).scalar()
+    except SQLAlchemyError as exc:  # a scrape must not fail on it; readiness reports the DB
+        log.debug("no backup receipt from the database: %s", exc)
+        return None
+    return newest.replace(tzinfo=UTC).timestamp() if newest is not None else None
 
 
 # -- reading archives ----------------------------------------------------------------------
