@@ -278,7 +278,9 @@ def record_receipt(engine: Engine, manifest: Manifest, destination: str) -> None
         with engine.begin() as conn:
             conn.execute(insert(backup_receipt).values(row).on_conflict_do_nothing())
     except SQLAlchemyError as exc:
-        log.warning("backup %s done, but the database did not take its receipt: %s", row, exc)
+        log.warning(
+            "backup %s done, but the database did not take its receipt: %s", manifest.name, exc
+        )
 
 
 def last_receipt_time(engine: Engine) -> float | None:
