@@ -12,6 +12,7 @@ from imgclass.warehouse.db import make_engine
 from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.recorder import Recorder
 from tests.support.s3 import closed_port, moto_server
+from tests.support.system import require_binary
 from tests.warehouse.test_backup import request_ids
 from tests.warehouse.test_recorder import event
 
@@ -106,9 +107,36 @@ def test_prune(env, monkeypatch):
     assert "1 kept, 0 deleted" in run("backup", "prune").output
 
 
-def test_postgresql_is_refused(env, monkeypatch):
-    monkeypatch.setenv("IMGCLASS_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/x")
-    failed(run("backup", "create"), "pg_dump")
+@pytest.mark.postgresql
+def test_postgresql_round_trip(env, monkeypatch, postgres_url):
+    require_binary("pg_dump", "postgresql-client")
+    engine = make_engine(postgres_url)
+    Recorder(engine).record([event(f"p{i}") for i in range(4)])
+    engine.dispose()
+    sqlite_name = NAME.search(run("backup", "create").output).group(0)  # the SQLite one
+    monkeypatch.setenv("IMGCLASS_DATABASE_URL", postgres_url)
+    created = run("backup", "create")
+    assert created.exit_code == 0, created.output
+    assert "4 events" in created.output
+    name = NAME.search(created.output).group(0)
+    assert (env / "backups" / f"{name}.pgdump.zst").is_file()
+    rows = {
+        line.split()[1]: line
+        for line in run("backup", "list").output.splitlines()
+        if " imgclass-" in line
+    }
+    assert "postgresql" in rows[name] and "sqlite" in rows[sqlite_name]
+    verified = run("backup", "verify")
+    assert verified.exit_code == 0, verified.output
+    assert f"{name} ok:" in verified.output and "trial restore" in verified.output
+    failed(run("backup", "restore", name), "holds data (api_event_fact: 4 rows")
+    failed(run("backup", "restore", sqlite_name, "--force"), "migrate-sqlite-to-postgres")
+    restored = run("backup", "restore", name, "--force")
+    assert restored.exit_code == 0, restored.output
+    assert f"restored {name} to PostgreSQL database" in restored.output
+    assert "row counts ok, 4 events" in restored.output
+    monkeypatch.setenv("IMGCLASS_PG_BIN_DIR", str(env))  # no pg_dump there
+    failed(run("backup", "create"), "apt-get install postgresql-client")
 
 
 def test_s3_round_trip_and_its_errors(env, monkeypatch):

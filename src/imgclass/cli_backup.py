@@ -60,7 +60,7 @@ def _size(n: int) -> str:
 
 @click.group()
 def backup() -> None:
-    """Back up the SQLite warehouse (while the server runs) and restore it (server stopped)."""
+    """Back up the SQLite or PostgreSQL warehouse (server running); restore it (server stopped)."""
 
 
 @backup.command("create")
@@ -87,6 +87,7 @@ def backup_list(source) -> None:
     table = Table(
         "name", "created (UTC)", "size", "rows", "events", "verified", title=store.description
     )
+    table.add_column("backend")  # sqlite or postgresql
     for entry in entries:
         m, v = entry.manifest, entry.verification
         if v is None:
@@ -102,6 +103,7 @@ def backup_list(source) -> None:
             f"{sum(m.tables.values()):,}",
             f"{m.events:,}",
             verified,
+            m.backend,
         )
     Console().print(table)
     if not entries:
@@ -112,14 +114,15 @@ def backup_list(source) -> None:
 @click.argument("backup_name", metavar="[BACKUP]", required=False)
 @click.option("--from", "source", metavar="DIR|s3://BUCKET/PREFIX", help=DEST_HELP)
 def backup_verify(backup_name, source) -> None:
-    """Check a backup (the newest by default): checksums, integrity_check, row counts."""
+    """Check a backup (the newest by default): checksums, integrity_check, row counts.
+
+    A PostgreSQL backup: checksums, pg_restore reads it, and a trial restore into a scratch
+    database has the recorded row counts (when the role may create databases).
+    """
     name, source = _locate(backup_name, source)
     with _clear_errors():
-        manifest = _backups().verify(name, source)
-    click.echo(
-        f"{manifest.name} ok: checksums match, integrity_check ok, "
-        f"{len(manifest.tables)} tables with the recorded row counts"
-    )
+        verified = _backups().verify(name, source)
+    click.echo(f"{verified.name} ok: {verified.message}")
 
 
 @backup.command("restore")
@@ -132,9 +135,10 @@ def backup_restore(backup_name, source, force) -> None:
     with _clear_errors():
         backups = _backups()
         manifest = backups.restore(name, source, force=force)
-        target = backups.database
+        target = backups.target
+    checked = "integrity_check ok" if manifest.backend == "sqlite" else "row counts ok"
     click.echo(
-        f"restored {manifest.name} to {target}: integrity_check ok, "
+        f"restored {manifest.name} to {target}: {checked}, "
         f"{manifest.events} events (schema revision {manifest.schema_revision})"
     )
 

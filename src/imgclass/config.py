@@ -186,6 +186,10 @@ class Settings(BaseSettings):
     backup_keep_last: int = Field(7, ge=1, description="prune keeps the newest N backups")
     backup_keep_daily: int = Field(7, ge=0, description="…and the newest of each of D days")
     backup_keep_weekly: int = Field(4, ge=0, description="…and the newest of each of W weeks")
+    pg_bin_dir: Path | None = Field(
+        None,
+        description="directory of pg_dump/pg_restore for PostgreSQL backups; default: the PATH",
+    )
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, Ceph…); default: AWS"
     )

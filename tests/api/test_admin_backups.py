@@ -5,14 +5,19 @@ from __future__ import annotations
 import fcntl
 import io
 import uuid
+from datetime import datetime
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import text
 
 from imgclass.app import create_app, services
-from imgclass.warehouse.backup import last_backup_time, restore_backup
+from imgclass.warehouse.backup import Backups, last_backup_time, restore_backup
+from imgclass.warehouse.backup_postgres import BACKUP_LOCK_KEY
 from imgclass.warehouse.backup_store import LocalStore
+from imgclass.warehouse.db import make_engine
 from tests.conftest import fact_count
+from tests.support.postgres import temporary_database
 from tests.support.s3 import closed_port
 from tests.warehouse.test_backup import request_ids
 
@@ -97,12 +102,70 @@ def test_an_unreachable_destination_is_503_with_retry_after(settings, admin_key)
         assert resp.headers["Retry-After"]
 
 
-@pytest.mark.postgresql
-def test_postgresql_is_501_from_the_backup_process(settings, postgres_url):
-    # The backup runs in a child process; its typed errors still reach the client.
+@pytest.fixture
+def postgres_app(settings, postgres_url):
+    """An app on a PostgreSQL warehouse, and an admin key for it."""
     app = create_app(settings.model_copy(update={"database_url": postgres_url}))
     _, key = services(app).users.add(f"ops-{uuid.uuid4().hex[:8]}", admin=True)
-    resp = app.test_client().post(URL, headers=bearer(key))
-    assert resp.status_code == 501
-    error = resp.get_json()["error"]
-    assert error["code"] == "backup_unsupported" and "pg_dump" in error["message"]
+    yield app, key
+    services(app).engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_backup_over_http_on_postgresql(postgres_app, settings, cat_jpeg, tmp_path):
+    # The backup runs pg_dump in a child process; the worker only waits for the manifest.
+    app, key = postgres_app
+    client = app.test_client()
+    acknowledged = [predict(client, cat_jpeg) for _ in range(2)]
+    resp = client.post(URL, headers=bearer(key))
+    assert resp.status_code == 201, resp.get_json()
+    manifest = resp.get_json()
+    assert manifest["backend"] == "postgresql" and manifest["file"].endswith(".pgdump.zst")
+    assert manifest["tables"]["api_event_fact"] == fact_count(app) == 2
+    listed = client.get(URL, headers=bearer(key)).get_json()
+    assert [(b["name"], b["backend"]) for b in listed["backups"]] == [
+        (manifest["name"], "postgresql")
+    ]
+    assert listed["last_backup_age_seconds"] >= 0
+
+    # Another replica, with a data dir of its own, knows the backup too (from the database).
+    url = services(app).settings.database_url
+    replica = create_app(
+        settings.model_copy(update={"database_url": url, "data_dir": tmp_path / "replica"})
+    )
+    try:
+        other = replica.test_client()
+        assert other.get(URL, headers=bearer(key)).get_json()["last_backup_age_seconds"] >= 0
+        scraped = other.get("/metrics").get_data(as_text=True)
+    finally:
+        services(replica).engine.dispose()
+    (line,) = [
+        line
+        for line in scraped.splitlines()
+        if line.startswith("imgclass_backup_last_success_timestamp_seconds ")
+    ]
+    created = datetime.fromisoformat(manifest["created_at"]).timestamp()
+    assert float(line.split()[1]) == pytest.approx(created, abs=1e-3)
+
+    # The backup restores to exactly what had been acknowledged.
+    services(app).engine.dispose()
+    with temporary_database() as restored:
+        Backups(services(app).settings.model_copy(update={"database_url": restored})).restore(
+            manifest["name"]
+        )
+        engine = make_engine(restored)
+        with engine.connect() as conn:
+            ids = conn.execute(text("SELECT request_id FROM api_event_fact ORDER BY event_id"))
+            assert list(ids.scalars()) == acknowledged
+        engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_a_running_postgresql_backup_answers_409(postgres_app):
+    app, key = postgres_app
+    with services(app).engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": BACKUP_LOCK_KEY})
+        resp = app.test_client().post(URL, headers=bearer(key))
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": BACKUP_LOCK_KEY})
+    assert resp.status_code == 409
+    assert resp.get_json()["error"]["code"] == "backup_in_progress"

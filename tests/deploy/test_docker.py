@@ -14,6 +14,7 @@ import pytest
 
 from imgclass.config import Settings
 from imgclass.ops.healthcheck import main as healthcheck_main
+from imgclass.warehouse import pg_client
 from tests.conftest import CAT_CLASSES, REPO
 from tests.deploy.conftest import (
     DOCKERFILE,
@@ -82,6 +83,19 @@ def test_runtime_runs_as_a_numeric_non_root_user_and_serves_on_all_interfaces():
     assert healthcheck_command() == ["python", "-m", "imgclass.ops.healthcheck"]
     # Every IMGCLASS_* the image sets is a real setting (a typo would be silently ignored).
     assert {k.removeprefix("IMGCLASS_").lower() for k in env} <= set(Settings.model_fields)
+
+
+def test_runtime_installs_the_postgresql_client_backups_name():
+    # pg_dump/pg_restore for PostgreSQL backups: the package their error messages name,
+    # without recommended extras, and no apt lists left in the layer.
+    runs = dockerfile_stages()["runtime"].values("RUN")
+    (install,) = [run for run in runs if "apt-get install" in run]
+    assert "apt-get update" in install and "rm -rf /var/lib/apt/lists/*" in install
+    words = install.split("apt-get install", 1)[1].split("&&")[0].split()
+    assert "--no-install-recommends" in words
+    packages = [w.strip("\"'") for w in words if not w.startswith("-")]
+    assert [p.partition("=")[0] for p in packages] == [pg_client.PACKAGE]
+    assert all("=" in p for p in packages), "pin the major version"
 
 
 def test_every_copy_source_is_in_the_build_context():

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 import subprocess
 
+import click
 import kubernetes_validate
 import pytest
 import yaml
 from pydantic import ValidationError
 
+from imgclass.cli import main
+from imgclass.cli_backup import backup_create
 from imgclass.config import Settings
 from imgclass.ops.cpus import plan
+from imgclass.warehouse.backup_store import S3Store, open_store
 from tests.conftest import REPO
 from tests.deploy.conftest import dockerfile_stages, runtime_command, runtime_env
 from tests.support.system import require_binary
@@ -239,14 +244,41 @@ def test_postgres_and_redis_are_external_services(rendered):
     assert "@postgres:5432/" in secret["IMGCLASS_DATABASE_URL"]
 
 
+def parse_cli(args: list[str]) -> click.Context:
+    """The context the `imgclass` command builds for ``args``: parsed as the image's
+    entrypoint would parse them (a typo, a missing value or an unknown command raises
+    click.UsageError), without running anything."""
+    command, ctx, rest, name = main, None, list(args), "imgclass"
+    while isinstance(command, click.Group):
+        ctx = command.make_context(name, list(rest), parent=ctx)
+        name, command, rest = command.resolve_command(ctx, rest)
+    return command.make_context(name, rest, parent=ctx)
+
+
 def test_backups_run_nightly_to_s3(rendered):
     _overlay, resources = rendered
     cron = one(resources, "CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    assert container["args"][:3] == ["backup", "create", "--to"]
-    assert container["args"][3].startswith("s3://")
     assert container["image"] == server(resources)["image"]
+    assert json.loads(dockerfile_stages()["runtime"].values("ENTRYPOINT")[-1]) == ["imgclass"]
+    # The args are a real invocation of the image's entrypoint: `imgclass backup create`.
+    ctx = parse_cli(container["args"])
+    assert ctx.command is backup_create
+    destination = ctx.params["destination"]
+    assert destination.startswith("s3://")
+    assert isinstance(open_store(destination, Settings()), S3Store)  # a valid bucket and prefix
+    # …of the database the servers use (PostgreSQL, backed up with pg_dump).
+    env = {e["name"]: e for e in container["env"]}
+    assert env["IMGCLASS_DATABASE_URL"] == next(
+        e for e in server(resources)["env"] if e["name"] == "IMGCLASS_DATABASE_URL"
+    )
+
+
+def test_the_command_parser_refuses_what_the_entrypoint_would():
+    for wrong in (["backup", "creat"], ["backup", "create", "--too", "s3://x-y/z"], ["backup"]):
+        with pytest.raises(click.UsageError):
+            parse_cli(wrong)
 
 
 def test_overlays_pin_their_images(rendered):

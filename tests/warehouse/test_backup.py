@@ -294,14 +294,14 @@ def test_retention_counts_only_days_that_have_backups():
         RetentionPolicy(keep_last=0)
 
 
-def test_postgresql_is_refused_with_the_right_tool_named(tmp_path):
-    settings = Settings(
-        data_dir=tmp_path, database_url="postgresql+psycopg://postgres@127.0.0.1/imgclass"
-    )
-    with pytest.raises(BackupUnsupported, match="pg_dump"):
+def test_a_database_neither_sqlite_nor_postgresql_is_refused(tmp_path):
+    # (PostgreSQL warehouses have their own tests: tests/warehouse/test_backup_postgres.py.)
+    settings = Settings(data_dir=tmp_path, database_url="mysql+pymysql://imgclass@db/imgclass")
+    with pytest.raises(BackupUnsupported, match=r"SQLite and PostgreSQL .* this database is mysql"):
         Backups(settings).create()
-    with pytest.raises(BackupUnsupported, match="pg_dump"):
-        Backups(settings).restore("imgclass-20261125T143210.123456Z", force=True)
+    store = LocalStore(tmp_path / "backups")
+    with pytest.raises(BackupUnsupported, match="this database is mysql"):
+        Backups(settings).restore("imgclass-20261125T143210.123456Z", store.description)
 
 
 def test_bad_destinations(tmp_path):

@@ -2,8 +2,9 @@
 
 ``POST`` backs up to the configured destination while the request waits, in a child
 process (``warehouse/backup_process.py``: the worker's memory stays flat), and answers
-with the manifest (201); a second POST while one runs gets 409. For large warehouses
-schedule ``imgclass backup create`` instead: a request is bounded by the proxy's timeout.
+with the manifest (201); a second POST while one runs gets 409. SQLite and PostgreSQL
+(pg_dump) alike. For large warehouses schedule ``imgclass backup create`` instead: a
+request is bounded by the proxy's timeout.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def create_backup():
           $ref: "#/components/responses/Forbidden"
         "409":
           $ref: "#/components/responses/Conflict"
-        "501":
-          description: "`backup_unsupported`: the database is PostgreSQL (use pg_dump)"
+        "500":
+          description: "`backup_failed`, or `backup_tool_unavailable`: on PostgreSQL, pg_dump is
+            missing or older than the server (the message names the package to install)"
           content:
             application/json:
               schema: Error
@@ -83,7 +85,7 @@ def list_backups():
     store = backups.store()
     entries = backup.list_backups(store)
     newest = [e.manifest.created_at.timestamp() for e in entries[:1]]
-    local = backup.last_backup_time(backups.settings)
+    local = backup.last_backup_time(backups.settings, backups.engine)
     known = max([*newest, *([local] if local is not None else [])], default=None)
     return jsonify(
         destination=store.description,

@@ -38,7 +38,8 @@ def scrape():
     svc = services(current_app)
     health.readyz()  # runs the readiness checks, which set imgclass_ready
     metrics.set_disk_usage(svc.settings.data_dir)
-    last_backup = backup.last_backup_time(svc.settings)  # also those made by the CLI
+    # Also those made by the CLI, and on PostgreSQL those of any host (a backup job).
+    last_backup = backup.last_backup_time(svc.settings, svc.engine)
     if last_backup is not None:
         metrics.set_last_backup(last_backup)
     chain = svc.predictor.models

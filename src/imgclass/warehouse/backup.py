@@ -1,8 +1,8 @@
-"""Online backups of the SQLite warehouse: create, list, verify, restore, prune.
+"""Online backups of the warehouse: create, list, verify, restore, prune.
 
 A backup is two objects in a store (a directory or an S3 prefix, see backup_store.py):
 
-    imgclass-20261125T143210.123456Z.db.zst   the database, compressed
+    imgclass-20261125T143210.123456Z.db.zst   the database, compressed (SQLite)
     imgclass-20261125T143210.123456Z.json     its manifest: checksums, row counts, schema
 
 Names sort by creation time (UTC). The manifest is written last, so a backup exists
@@ -17,7 +17,9 @@ meanwhile. ``VACUUM INTO`` gives the same consistency, but rebuilds every table 
 index while the service runs (more CPU on a 2-core host for a smaller file), and the size
 it saves is mostly free pages that compress to almost nothing anyway.
 
-PostgreSQL is not handled here: pg_dump/pg_restore are the tools for it.
+A PostgreSQL warehouse is backed up as a pg_dump archive (``….pgdump.zst``) with the
+same naming, manifest, stores and retention: ``backup_postgres.py``. ``Backups`` picks
+the module from the configured database, and ``verify`` from the manifest's backend.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from imgclass.warehouse.backup_codec import (
+    DATA_SUFFIXES,
+    PG_SUFFIX,
     SUFFIX,
     Compression,
     compress,
@@ -94,7 +98,7 @@ def name_time(name: str) -> datetime:
 def normalize_name(text: str) -> str:
     """A backup name from what a person may paste: the name, or one of its file names."""
     text = text.strip().rsplit("/", 1)[-1]
-    for suffix in (VERIFY_SUFFIX, MANIFEST_SUFFIX, *SUFFIX.values()):
+    for suffix in (VERIFY_SUFFIX, MANIFEST_SUFFIX, *DATA_SUFFIXES):
         if text.endswith(suffix):
             return text[: -len(suffix)]
     return text
@@ -106,6 +110,14 @@ class FileDigest(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+Backend = Literal["sqlite", "postgresql"]
+
+
+def data_suffix(backend: Backend, compression: Compression) -> str:
+    """The data object's suffix: ``.db.zst`` (SQLite file) or ``.pgdump.zst`` (pg_dump archive)."""
+    return (PG_SUFFIX if backend == "postgresql" else SUFFIX)[compression]
+
+
 class Manifest(BaseModel):
     """What a backup holds and how to check it. Read back from storage, so validated."""
 
@@ -114,23 +126,31 @@ class Manifest(BaseModel):
     format: Literal[1] = 1
     name: str = Field(pattern=NAME_RE.pattern)
     created_at: datetime  # UTC; every transaction committed before this is in the backup
-    source: str  # the database file that was backed up
+    backend: Backend = "sqlite"  # manifests written before PostgreSQL backups are SQLite's
+    source: str  # the database file, or the PostgreSQL URL without its password
     tool: str  # "imgclass <version>"
-    sqlite_version: str
+    sqlite_version: str | None = None  # SQLite backups
+    postgresql_version: str | None = None  # PostgreSQL backups: the server's version
+    pg_dump_version: str | None = None  # …and the pg_dump that wrote the archive
     schema_revision: str | None  # Alembic revision of the backed-up schema
     compression: Compression
     file: str  # the data object's name, next to the manifest
     compressed: FileDigest
     uncompressed: FileDigest
     tables: dict[str, int]  # row count per table, at backup time
-    quick_check: str  # PRAGMA quick_check of the snapshot ("ok")
+    quick_check: str | None = None  # SQLite: PRAGMA quick_check of the snapshot ("ok")
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
         # The data file name is derived, never trusted: a manifest from a bucket must
         # not be able to point a restore at another object or path.
-        if self.file != self.name + SUFFIX[self.compression]:
+        if self.file != self.name + data_suffix(self.backend, self.compression):
             raise ValueError(f"file {self.file!r} does not belong to backup {self.name!r}")
+        needed = ("sqlite_version", "quick_check")
+        if self.backend == "postgresql":
+            needed = ("postgresql_version", "pg_dump_version")
+        if missing := [f for f in needed if getattr(self, f) is None]:
+            raise ValueError(f"a {self.backend} backup's manifest needs {', '.join(missing)}")
         if self.created_at.tzinfo is None:
             raise ValueError("created_at must carry a time zone")
         return self
@@ -183,15 +203,22 @@ class PruneResult:
 # -- SQLite --------------------------------------------------------------------------
 
 
+def database_backend(url: str) -> Backend:
+    """Which kind of backup the database at ``url`` gets; BackupUnsupported for others."""
+    backend = make_url(url).get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise BackupUnsupported(
+            f"imgclass backs up SQLite and PostgreSQL warehouses; this database is {backend}"
+        )
+    return backend
+
+
 def sqlite_path(url: str) -> Path:
     """The database file behind a SQLAlchemy URL; BackupUnsupported for anything else."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend != "sqlite":
-        raise BackupUnsupported(
-            f"imgclass backups handle the SQLite warehouse; this database is {backend} "
-            "(back up PostgreSQL with pg_dump and restore it with pg_restore)"
-        )
+        raise BackupUnsupported(f"this database is {backend}, not a SQLite file")
     if not parsed.database or parsed.database == ":memory:":
         raise BackupUnsupported("an in-memory SQLite database cannot be backed up")
     return Path(parsed.database).expanduser().resolve()
@@ -414,15 +441,17 @@ def list_backups(store: BackupStore) -> list[BackupEntry]:
     return entries
 
 
-def _record(store: BackupStore, name: str, ok: bool, message: str) -> None:
+def record_verification(store: BackupStore, name: str, ok: bool, message: str) -> Verification:
+    """Keep the outcome of a check next to the backup (``list`` shows it); the record."""
     record = Verification(name=name, verified_at=datetime.now(UTC), ok=ok, message=message[:1000])
     try:
         store.write_small(name + VERIFY_SUFFIX, record.model_dump_json().encode())
     except DestinationUnavailable as exc:  # e.g. read-only credentials: the check still stands
         log.warning("could not record the verification of %s: %s", name, exc.message)
+    return record
 
 
-def _unpack(store: BackupStore, manifest: Manifest, target: Path, staging: Path | None) -> None:
+def unpack(store: BackupStore, manifest: Manifest, target: Path, staging: Path | None) -> None:
     """Fetch, check the compressed checksum, decompress into ``target``, check that too."""
     with store.fetch(manifest.file, staging) as packed:
         size = packed.stat().st_size
@@ -447,25 +476,57 @@ def _unpack(store: BackupStore, manifest: Manifest, target: Path, staging: Path 
         )
 
 
-def verify_backup(
-    store: BackupStore, name: str | None = None, *, staging_dir: Path | None = None
-) -> Manifest:
-    """Checksums, decompression, integrity_check == ok, row counts == manifest.
+def check_backup(
+    store: BackupStore,
+    name: str | None = None,
+    *,
+    staging_dir: Path | None = None,
+    server: Engine | None = None,
+    pg_bin_dir: Path | None = None,
+) -> tuple[Manifest, Verification]:
+    """Check backup ``name`` (the newest when None) and record the outcome next to it.
 
-    Returns the manifest when all hold; raises BackupCorrupt (and records the failure
-    next to the backup) when one does not.
+    SQLite: checksums, decompression, integrity_check == ok, row counts == manifest.
+    PostgreSQL (``backup_postgres.verify_archive``): checksums, ``pg_restore --list``,
+    and a trial restore on ``server`` whose row counts must equal the manifest's, when
+    there is a server and its role may create databases; the record says which.
+    Raises BackupCorrupt (recorded too) when a check fails.
     """
     manifest = load_manifest(store, name)
     try:
-        with tempfile.TemporaryDirectory(dir=staging_dir, prefix=".imgclass-verify-") as tmp:
-            restored = Path(tmp) / "verify.db"
-            _unpack(store, manifest, restored, Path(tmp))
-            check_against(restored, manifest, manifest.name)
+        if manifest.backend == "postgresql":
+            from imgclass.warehouse import backup_postgres
+
+            message = backup_postgres.verify_archive(
+                store, manifest, server=server, staging_dir=staging_dir, bin_dir=pg_bin_dir
+            )
+        else:
+            with tempfile.TemporaryDirectory(dir=staging_dir, prefix=".imgclass-verify-") as tmp:
+                restored = Path(tmp) / "verify.db"
+                unpack(store, manifest, restored, Path(tmp))
+                check_against(restored, manifest, manifest.name)
+            message = (
+                f"checksums match, integrity_check ok, {len(manifest.tables)} tables with "
+                "the recorded row counts"
+            )
     except BackupCorrupt as exc:
-        _record(store, manifest.name, False, exc.message)
+        record_verification(store, manifest.name, False, exc.message)
         raise
-    _record(store, manifest.name, True, "checksums, integrity_check and row counts ok")
-    return manifest
+    return manifest, record_verification(store, manifest.name, True, message)
+
+
+def verify_backup(
+    store: BackupStore,
+    name: str | None = None,
+    *,
+    staging_dir: Path | None = None,
+    server: Engine | None = None,
+    pg_bin_dir: Path | None = None,
+) -> Manifest:
+    """``check_backup``'s manifest: returns when every check holds, else BackupCorrupt."""
+    return check_backup(store, name, staging_dir=staging_dir, server=server, pg_bin_dir=pg_bin_dir)[
+        0
+    ]
 
 
 def _drop_side_files(db: Path) -> None:
@@ -528,10 +589,10 @@ def restore_backup(store: BackupStore, name: str, target: Path, *, force: bool =
     tmp = Path(tmp_name)
     try:
         try:
-            _unpack(store, manifest, tmp, target.parent)
+            unpack(store, manifest, tmp, target.parent)
             check_against(tmp, manifest, manifest.name)
         except BackupCorrupt as exc:
-            _record(store, manifest.name, False, exc.message)
+            record_verification(store, manifest.name, False, exc.message)
             raise
         mode = target.stat().st_mode & 0o777 if target.exists() else 0o600
         os.chmod(tmp, mode)
@@ -547,7 +608,9 @@ def restore_backup(store: BackupStore, name: str, target: Path, *, force: bool =
         tmp.unlink(missing_ok=True)
         _drop_side_files(tmp)
     check_against(target, manifest, f"restored {target}")
-    _record(store, manifest.name, True, f"restored to {target}; integrity_check and counts ok")
+    record_verification(
+        store, manifest.name, True, f"restored to {target}; integrity_check and counts ok"
+    )
     log.info("restored %s from %s to %s", manifest.name, store.description, target)
     return manifest
 
@@ -566,7 +629,7 @@ def prune_backups(
         for name in doomed:
             # Manifest first: an interrupted prune leaves no backup that lists but is gone.
             store.delete(name + MANIFEST_SUFFIX)
-            for suffix in (*SUFFIX.values(), VERIFY_SUFFIX):
+            for suffix in (*DATA_SUFFIXES, VERIFY_SUFFIX):
                 if name + suffix in present:
                     store.delete(name + suffix)
     return PruneResult(kept=kept, deleted=doomed)
@@ -586,15 +649,61 @@ class Backups:
         return open_store(destination or self.settings.effective_backup_destination, self.settings)
 
     @property
+    def backend(self) -> Backend:
+        """``sqlite`` or ``postgresql``: the configured database's (BackupUnsupported else)."""
+        return database_backend(self.settings.effective_database_url)
+
+    @property
     def database(self) -> Path:
         return sqlite_path(self.settings.effective_database_url)
+
+    @property
+    def target(self) -> str:
+        """The configured database, for messages: its file, or its server and name."""
+        if self.backend == "postgresql":
+            from imgclass.warehouse.backup_postgres import describe
+
+            return describe(make_url(self.settings.effective_database_url))
+        return str(self.database)
 
     def _staging(self) -> Path | None:
         return self.settings.data_dir if self.settings.data_dir.is_dir() else None
 
+    @contextlib.contextmanager
+    def _engine(self) -> Iterator[Engine]:
+        """The engine given to the service, or one of our own for the duration."""
+        if self.engine is not None:
+            yield self.engine
+            return
+        from imgclass.warehouse.db import make_engine
+
+        engine = make_engine(self.settings.effective_database_url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
     def create(self, to: str | None = None, *, now: datetime | None = None) -> Manifest:
-        database = self.database  # refuses PostgreSQL before anything else
+        backend = self.backend  # refuses other databases before anything else
         store = self.store(to)
+        if backend == "postgresql":
+            from imgclass.warehouse import backup_postgres
+
+            with self._engine() as engine:
+                manifest = backup_postgres.create_backup(
+                    engine,
+                    store,
+                    compression=self.settings.backup_compression,
+                    now=now,
+                    staging_dir=self._staging(),
+                    bin_dir=self.settings.pg_bin_dir,
+                )
+                # In the database too: every replica's metric reads it from there (the
+                # data dir of a backup job, a Kubernetes CronJob's say, is thrown away).
+                backup_postgres.record_receipt(engine, manifest, store.description)
+            self._write_receipt(manifest, store)
+            return manifest
+        database = self.database
         if self.engine is not None:
             manifest = create_backup(
                 self.engine, store, compression=self.settings.backup_compression, now=now
@@ -628,11 +737,40 @@ class Backups:
     def list(self, source: str | None = None) -> list[BackupEntry]:
         return list_backups(self.store(source))
 
-    def verify(self, name: str | None = None, source: str | None = None) -> Manifest:
-        return verify_backup(self.store(source), name, staging_dir=self._staging())
+    def verify(self, name: str | None = None, source: str | None = None) -> Verification:
+        """Check a backup (``check_backup``); the record of what was checked."""
+        store = self.store(source)
+        if make_url(self.settings.effective_database_url).get_backend_name() != "postgresql":
+            # A PostgreSQL backup is then checked without a trial restore (and says so).
+            return check_backup(store, name, staging_dir=self._staging())[1]
+        with self._engine() as engine:
+            return check_backup(
+                store,
+                name,
+                staging_dir=self._staging(),
+                server=engine,
+                pg_bin_dir=self.settings.pg_bin_dir,
+            )[1]
 
     def restore(self, name: str, source: str | None = None, *, force: bool = False) -> Manifest:
-        return restore_backup(self.store(source), name, self.database, force=force)
+        backend = self.backend  # refuses other databases before anything else
+        store = self.store(source)
+        manifest = load_manifest(store, name)
+        if manifest.backend != backend:
+            raise RestoreRefused(_wrong_backend(manifest, backend))
+        if backend == "postgresql":
+            from imgclass.warehouse import backup_postgres
+
+            with self._engine() as engine:
+                return backup_postgres.restore_backup(
+                    store,
+                    manifest,
+                    engine,
+                    force=force,
+                    staging_dir=self._staging(),
+                    bin_dir=self.settings.pg_bin_dir,
+                )
+        return restore_backup(store, manifest.name, self.database, force=force)
 
     def policy(self, **overrides: int | None) -> RetentionPolicy:
         values = {
@@ -653,14 +791,36 @@ class Backups:
         return prune_backups(self.store(source), policy or self.policy(), dry_run=dry_run)
 
 
-def last_backup_time(settings: Settings) -> float | None:
+def _wrong_backend(manifest: Manifest, configured: Backend) -> str:
+    if manifest.backend == "sqlite":
+        return (
+            f"{manifest.name} is a backup of a SQLite warehouse and the configured database "
+            "is PostgreSQL: restore it to a SQLite file (IMGCLASS_DATABASE_URL=sqlite:///FILE "
+            f"imgclass backup restore {manifest.name}), then copy that into PostgreSQL with "
+            "`imgclass db migrate-sqlite-to-postgres --from sqlite:///FILE --to POSTGRES_URL`"
+        )
+    return (
+        f"{manifest.name} is a backup of a PostgreSQL warehouse and the configured database "
+        f"is {configured}: set IMGCLASS_DATABASE_URL to the PostgreSQL database to restore "
+        "it into"
+    )
+
+
+def last_backup_time(settings: Settings, engine: Engine | None = None) -> float | None:
     """Epoch seconds of the newest backup known locally, None if there is none.
 
     The newest of: the manifests in ``<data dir>/backups`` (read from their names, so
-    this is cheap enough for every metrics scrape) and the receipt this host writes after
-    each successful backup to any destination, S3 included.
+    this is cheap enough for every metrics scrape), the receipt this host writes after
+    each successful backup to any destination, S3 included, and, when ``engine`` is a
+    PostgreSQL warehouse, the newest receipt in its ``backup_receipt`` table, written
+    by whichever host took the backup (one indexed row).
     """
     times: list[float] = []
+    if engine is not None and engine.dialect.name == "postgresql":
+        from imgclass.warehouse.backup_postgres import last_receipt_time
+
+        if (recorded := last_receipt_time(engine)) is not None:
+            times.append(recorded)
     try:
         names = os.listdir(settings.local_backup_dir)
     except OSError:

@@ -1,4 +1,4 @@
-"""Compress a database snapshot and back, hashing both sides in the same pass.
+"""Compress a database snapshot or dump and back, hashing both sides in the same pass.
 
 zstd (level 3, one thread) is the default: on a 56 MB warehouse it compressed 3.6x
 faster per CPU second than gzip -6, to a 3% smaller file, and decompressed 2x faster
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,9 @@ import zstandard
 from imgclass.warehouse.backup_errors import BackupCorrupt
 
 Compression = Literal["zstd", "gzip"]
-SUFFIX: dict[str, str] = {"zstd": ".db.zst", "gzip": ".db.gz"}
+SUFFIX: dict[str, str] = {"zstd": ".db.zst", "gzip": ".db.gz"}  # a SQLite database
+PG_SUFFIX: dict[str, str] = {"zstd": ".pgdump.zst", "gzip": ".pgdump.gz"}  # a pg_dump archive
+DATA_SUFFIXES = (*SUFFIX.values(), *PG_SUFFIX.values())  # every kind of data object
 CHUNK = 1024 * 1024
 ZSTD_LEVEL = 3
 GZIP_LEVEL = 6
@@ -41,19 +44,31 @@ def file_digest(path: Path) -> Digest:
 
 def compress(source: Path, target: Path, method: Compression) -> tuple[Digest, Digest]:
     """Write ``source`` compressed to ``target``; the (uncompressed, compressed) digests."""
-    sha, size = hashlib.sha256(), 0
-    with source.open("rb") as src, target.open("wb") as out:
+    with source.open("rb") as src:
+        return compress_stream(src, target, method, size=source.stat().st_size)
+
+
+def compress_stream(
+    src: BinaryIO, target: Path, method: Compression, *, size: int = -1
+) -> tuple[Digest, Digest]:
+    """Compress everything ``src`` yields (a file, or a pipe from pg_dump) into ``target``.
+
+    ``size`` (-1: unknown) goes into the zstd frame header. ``target`` is created
+    owner-only: it is the warehouse, users' addresses included.
+    """
+    sha, total = hashlib.sha256(), 0
+    with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
         if method == "zstd":
             cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
-            writer = cctx.stream_writer(out, size=source.stat().st_size, closefd=False)
+            writer = cctx.stream_writer(out, size=size, closefd=False)
         else:
             writer = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
         with writer:
             while chunk := src.read(CHUNK):
                 sha.update(chunk)
-                size += len(chunk)
+                total += len(chunk)
                 writer.write(chunk)
-    return Digest(size, sha.hexdigest()), file_digest(target)
+    return Digest(total, sha.hexdigest()), file_digest(target)
 
 
 def decompress(source: Path, out: BinaryIO, method: Compression, limit: int) -> Digest:

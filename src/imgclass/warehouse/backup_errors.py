@@ -34,7 +34,7 @@ class BackupCorrupt(BackupError):
 
 
 class BackupUnsupported(BackupError):
-    """The configured database is not a SQLite file (PostgreSQL has pg_dump)."""
+    """The configured database is neither a SQLite file nor PostgreSQL."""
 
     status = 501
     code = "backup_unsupported"
@@ -57,3 +57,16 @@ class DestinationUnavailable(BackupError):
 
     status = 503
     code = "backup_destination_unavailable"
+
+
+class ToolUnavailable(BackupError):
+    """pg_dump or pg_restore is missing, or too old for the server or the archive."""
+
+    code = "backup_tool_unavailable"
+
+
+class DatabaseUnavailable(BackupError):
+    """The PostgreSQL server to back up from, verify on or restore into cannot be reached."""
+
+    status = 503
+    code = "storage_unavailable"

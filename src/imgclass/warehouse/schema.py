@@ -11,8 +11,9 @@
 One fact row per classified image; a failed request is a fact too, pointing at
 the special "none" members of image_dim/class_dim/model_dim (key 0) rather
 than at NULL, so every join stays an inner join. ``api_user`` holds accounts
-(API-key hashes) and is not part of the star. Every change to these tables
-goes through an Alembic migration in ``warehouse/migrations``.
+(API-key hashes), ``service_heartbeat`` and ``backup_receipt`` operational facts;
+they are not part of the star. Every change to these tables goes through an
+Alembic migration in ``warehouse/migrations``.
 """
 
 from __future__ import annotations
@@ -247,4 +248,14 @@ service_heartbeat = Table(
     # Written by /readyz to prove the database accepts writes.
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("checked_at", DateTime, nullable=False),
+)
+
+backup_receipt = Table(
+    "backup_receipt",
+    metadata,
+    # One row per successful backup of a PostgreSQL warehouse (warehouse/backup_postgres.py),
+    # so that every replica's backup-age metric sees a backup taken on any host.
+    Column("name", String(64), primary_key=True),  # imgclass-YYYYMMDDTHHMMSS.ffffffZ
+    Column("destination", String(1024), nullable=False),
+    Column("created_at", DateTime, nullable=False),  # naive UTC, like the rest
 )

@@ -71,7 +71,7 @@ def check_source(source: Engine) -> None:
 
 def data_in(target: Engine) -> dict[str, int]:
     """Tables of a migrated target holding rows that no migration put there: name → rows."""
-    seeded = _rows_seeded_by_migrations()
+    seeded = rows_seeded_by_migrations()
     with target.connect() as conn:
         counts = _counts(conn)
     return {name: n for name, n in counts.items() if n > seeded.get(name, 0)}
@@ -163,7 +163,7 @@ def _quoted(conn: Connection, name: str) -> str:
     return conn.dialect.identifier_preparer.quote(name)
 
 
-def _rows_seeded_by_migrations() -> dict[str, int]:
+def rows_seeded_by_migrations() -> dict[str, int]:
     """Rows per table in a freshly migrated database (the "none" members and the like)."""
     with tempfile.TemporaryDirectory(prefix="imgclass-seed-") as tmp:
         engine = make_engine(f"sqlite:///{Path(tmp) / 'seed.db'}")
