@@ -96,6 +96,8 @@ def test_cube_csv_is_streamed_with_a_header(client, admin_key, seeded):
         ({"limit": "0"}, "limit"),
         ({"limit": "1000001"}, "limit"),
         ({"group_by": "day", "order": "user"}, "order"),
+        ({"group_by": "day", "order": "--requests"}, "order"),
+        ({"group_by": "concept:99"}, "group_by"),
         ({"format": "xml"}, "format"),
     ],
 )

@@ -100,19 +100,26 @@ def split_values(parameter: str, raw: str) -> tuple[str, ...]:
 # -- dimension names ---------------------------------------------------------------------
 
 
-def concept_depth(name: str) -> int | None:
-    """N for a ``concept:N`` dimension name, None for other names; 400 when N is invalid."""
+def concept_depth(name: str, parameter: str | None = None) -> int | None:
+    """N for a ``concept:N`` dimension name, None for other names; 400 when N is invalid.
+
+    The error names ``parameter`` (``group_by``) when the name is a value of one, else the
+    name itself (a ``concept:N=…`` filter parameter).
+    """
     if not name.startswith(CONCEPT_PREFIX):
         return None
     raw = name[len(CONCEPT_PREFIX) :]
     top = imagenet_concepts().max_depth
     if not raw.isdigit() or int(raw) > top:
-        raise bad(name, f"concept depth must be an integer from 0 to {top}")
+        raise bad(
+            parameter or name[:40],
+            f"{_shown(name)}: concept depth must be an integer from 0 to {top}",
+        )
     return int(raw)
 
 
 def check_dimension(parameter: str, name: str) -> str:
-    if name in DIMENSIONS or concept_depth(name) is not None:
+    if name in DIMENSIONS or concept_depth(name, parameter) is not None:
         return name
     raise bad(
         parameter,
@@ -284,7 +291,10 @@ def parse_cube(params: Mapping[str, str], *, extra: Iterable[str] = ()) -> CubeQ
     if params.get("order", "").strip():
         allowed = [d for d in group_by if d != pivot] + ([] if pivot else list(measures))
         for item in split_names("order", params["order"]):
-            name = item.lstrip("+-")
+            # One sign at most: "--requests" is a typo, not "descending".
+            name = item[1:] if item[:1] in ("+", "-") else item
+            if name[:1] in ("+", "-"):
+                raise bad("order", f"{_shown(item)}: one leading - (descending) at most")
             if name not in allowed:
                 raise bad(
                     "order",
