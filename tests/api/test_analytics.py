@@ -108,6 +108,28 @@ def test_bad_cube_parameters_are_400(client, admin_key, params, named):
     assert error["code"] == "bad_request" and error["message"].startswith(f"{named}:")
 
 
+@pytest.mark.parametrize("path", ["cube", "summary", "timeseries", "events", "concepts"])
+@pytest.mark.parametrize("parameter", ["concept", "concept:3"])
+def test_an_unknown_concept_is_400_everywhere(client, admin_key, seeded, path, parameter):
+    resp = get(client, admin_key, path, **{parameter: "unicorn"})
+    assert resp.status_code == 400
+    assert resp.get_json()["error"]["message"].startswith(f"{parameter}: no concept named")
+    parent = get(client, admin_key, "concepts", parent="unicorn").get_json()["error"]
+    assert parent["message"].startswith("parent: no concept named")
+
+
+def test_concepts_and_formats_in_any_case(client, admin_key, seeded):
+    def requests(path, **params):
+        body = get(client, admin_key, path, **params).get_json()
+        return body["totals"]["requests"] if path == "summary" else body["rows"]
+
+    assert requests("summary", concept="Dog") == requests("summary", concept="dog") > 0
+    assert requests("cube", image_format="jpeg") == requests("cube", image_format="JPEG")
+    assert requests("cube", image_format="jpeg")[0]["requests"] > 0
+    dog = get(client, admin_key, "concepts", parent="DOG").get_json()
+    assert dog["concept"]["name"] == "dog"
+
+
 def test_repeated_parameter_is_400(client, admin_key):
     resp = client.get(f"{API}/cube?user=a&user=b", headers={"Authorization": f"Bearer {admin_key}"})
     assert resp.status_code == 400 and "more than once" in resp.get_json()["error"]["message"]

@@ -171,10 +171,67 @@ def test_filters_select_the_same_rows_as_python(seeded, params, keep):
 
 
 def test_unknown_filter_values_give_empty_results(seeded):
+    # Users, IPs, classes… are open sets: a value nobody was recorded with has no events.
     cube, _ = seeded
-    for params in ({"user": "nobody"}, {"class": "unicorn"}, {"concept": "x' OR '1'='1"}):
+    for params in (
+        {"user": "nobody"},
+        {"class": "unicorn"},
+        {"user_agent": "x' OR '1'='1"},
+        {"image_format": "TIFF"},
+    ):
         assert cube.run(parse_cube({"group_by": "day", **params})).rows == []
         assert cube.totals(parse_cube(params)) == {"requests": 0}
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"concept": "unicorn"}, "concept"),
+        ({"concept": "dog,x' OR '1'='1"}, "concept"),
+        ({"concept:3": "unicorn"}, "concept:3"),
+        ({"concept:3": "dog"}, "concept:3"),  # a concept, but not at depth 3
+    ],
+)
+def test_unknown_concepts_are_refused(params, parameter):
+    # Concepts are the fixed WordNet tree shipped with the code: a name outside it is a typo.
+    with pytest.raises(BadRequest) as caught:
+        parse_cube(params)
+    assert caught.value.message.startswith(f"{parameter}: no concept named")
+
+
+@pytest.mark.parametrize(
+    ("given", "same_as"),
+    [
+        ({"concept": "Dog"}, {"concept": "dog"}),
+        ({"concept": "ANIMAL,Cat"}, {"concept": "animal,cat"}),
+        ({"concept": "N02084071"}, {"concept": "dog"}),
+        ({"concept:3": "Mammal"}, {"concept:3": "mammal"}),
+        ({"class": "TABBY,persian cat"}, {"class": "tabby,Persian_cat"}),
+        ({"class": "N02123045"}, {"class": "tabby"}),
+        ({"image_format": "png"}, {"image_format": "PNG"}),
+        ({"image_format": "Jpeg"}, {"image_format": "JPEG"}),
+    ],
+)
+def test_names_are_matched_whatever_their_case(seeded, given, same_as):
+    cube, _ = seeded
+    want = cube.run(parse_cube({"group_by": "user", **same_as})).rows
+    assert want, "the filter should match some rows"
+    assert cube.run(parse_cube({"group_by": "user", **given})).rows == want
+
+
+def test_a_name_that_differs_only_in_case_keeps_its_spelling():
+    # Cardigan (the corgi) and cardigan (the sweater): the exact spelling picks one.
+    assert parse_cube({"class": "Cardigan"}).filters == (("class", ("Cardigan",)),)
+    assert parse_cube({"concept": "cardigan"}).filters == (("concept", ("cardigan",)),)
+    assert parse_cube({"class": "CARDIGAN"}).filters == (("class", ("Cardigan", "cardigan")),)
+
+
+def test_a_concept_below_a_class_depth_is_the_class(seeded):
+    # pizza sits at depth 5; group_by=concept:8 shows it as pizza, and the filter agrees.
+    cube, rows = seeded
+    grouped = cube.run(parse_cube({"group_by": "concept:8", "concept:8": "pizza"})).rows
+    pizzas = sum(1 for r in rows if r.event.predicted and r.event.predicted.class_id == 963)
+    assert pizzas and grouped == [{"concept:8": "pizza", "requests": pizzas}]
 
 
 def test_order_limit_and_truncation(seeded):

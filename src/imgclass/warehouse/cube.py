@@ -390,10 +390,15 @@ def _key_in(column: ColumnElement, table, key: str, where: ColumnElement) -> Col
 def _concept_match(
     source: Source, values: tuple[str, ...], depth: int | None = None
 ) -> ColumnElement:
-    """class_key of every class under a concept named (or with the wnid) in ``values``."""
+    """class_key of every class under a concept named (or with the wnid) in ``values``.
+
+    With ``depth``: whose ``concept:depth`` is one of them. That is the class's depth in
+    ``class_concept``, not the concept's own: below its own depth a class is its own
+    concept (``concept:8`` of pizza, at depth 5, is pizza), as ``group_by`` shows it.
+    """
     wanted = or_(concept_dim.c.name.in_(values), concept_dim.c.wnid.in_(values))
     if depth is not None:
-        wanted = and_(wanted, concept_dim.c.depth == depth)
+        wanted = and_(wanted, class_concept.c.depth == depth)
     classes = (
         select(class_dim.c.class_key)
         .join(class_concept, class_concept.c.class_id == class_dim.c.class_id)
