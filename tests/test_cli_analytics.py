@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from imgclass.cli import main
 from imgclass.warehouse.db import make_engine
 from imgclass.warehouse.demo import FAILURES, USERS
+from imgclass.warehouse.recorder import Event, Recorder, Requester, utc_now
 from imgclass.warehouse.schema import api_event_fact, prediction_feedback, user_dim
 
 
@@ -103,3 +104,29 @@ def test_stats_reads_the_analytics_database(env, monkeypatch):
     answer = json.loads(run("stats", "--from", "2000-01-01", "--json").stdout)
     assert answer["rows"] == [{"requests": 120}]
     assert not (env / "data" / "imgclass.db").exists()  # the primary was not even opened
+
+
+def test_stats_pivot_keeps_the_dimension_columns(env):
+    assert run("demo", "seed", "--events", "200", "--days", "2").exit_code == 0
+    now = utc_now()
+    Recorder(engine(env)).record(
+        [Event("d1", now, Requester(7, "day", "10.1.1.1", "x"), "predict", 200, 1.0)]
+    )
+    answer = json.loads(run("stats", "--group-by", "day,user", "--pivot", "user", "--json").stdout)
+    assert answer["columns"][0] == "day" and len(set(answer["columns"])) == len(answer["columns"])
+    assert "user=day" in answer["columns"] and "user=alice" in answer["columns"]
+    assert all(len(row["day"]) == 10 for row in answer["rows"])  # dates, not a user's count
+    today = next(row for row in answer["rows"] if row["day"] == now.date().isoformat())
+    assert today["user=day"] == 1
+    table = run("stats", "--group-by", "day,user", "--pivot", "user")
+    assert "user=day" in table.stdout
+
+
+def test_stats_pivot_of_the_only_dimension_prints_a_header(env):
+    assert run("db", "upgrade").exit_code == 0  # an empty warehouse
+    rows = list(
+        csv.reader(
+            io.StringIO(run("stats", "--group-by", "status", "--pivot", "status", "--csv").stdout)
+        )
+    )
+    assert rows == [["measure"], ["requests"]]

@@ -79,7 +79,7 @@ def stats(
 ):
     """Query the analytics cube: group, filter and measure the recorded requests."""
     from imgclass.errors import BadRequest
-    from imgclass.warehouse.cube import Cube, csv_lines, result_rows
+    from imgclass.warehouse.cube import MEASURE_COLUMN, Cube, csv_lines, result_rows
     from imgclass.warehouse.cube_params import parse_cube
 
     if as_csv and as_json:
@@ -120,7 +120,7 @@ def stats(
         return
     table = Table(*result.columns, show_footer=False)
     for name, column in zip(result.columns, table.columns, strict=True):
-        if name not in result.dimensions:
+        if name not in result.dimensions and name != MEASURE_COLUMN:
             column.justify = "right"
     for row in result_rows(result):
         table.add_row(*(_cell(v) for v in row))

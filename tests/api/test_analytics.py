@@ -86,6 +86,40 @@ def test_cube_csv_is_streamed_with_a_header(client, admin_key, seeded):
     }
 
 
+def record(app, *events):
+    Recorder(services(app).engine).record(list(events))
+
+
+def csv_table(resp) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(resp.get_data(as_text=True))))
+
+
+def test_pivot_values_named_like_columns_overwrite_nothing(app, client, admin_key):
+    # Users called "day" and "requests": their columns must not replace the date or a measure.
+    when = utc_now().replace(hour=12, minute=0, second=0, microsecond=0)
+    for n, name in enumerate(["day", "day", "requests", "alice"]):
+        record(
+            app, Event(f"p{n}", when, Requester(n + 10, name, "10.0.0.1", "t"), "predict", 200, 1.0)
+        )
+    params = {"group_by": "day,user", "pivot": "user"}
+    body = get(client, admin_key, "cube", **params).get_json()
+    day = when.date().isoformat()
+    assert body["columns"] == ["day", "user=alice", "user=day", "user=requests"]
+    assert body["rows"] == [{"day": day, "user=alice": 1, "user=day": 2, "user=requests": 1}]
+    table = csv_table(get(client, admin_key, "cube", format="csv", **params))
+    assert table == [body["columns"], [day, "1", "2", "1"]]
+
+
+def test_pivoting_the_only_dimension_of_an_empty_warehouse_has_a_header(client, admin_key):
+    params = {"group_by": "status", "pivot": "status"}
+    body = get(client, admin_key, "cube", **params).get_json()
+    assert body["columns"] == ["measure"] and body["rows"] == [{"measure": "requests"}]
+    assert csv_table(get(client, admin_key, "cube", format="csv", **params)) == [
+        ["measure"],
+        ["requests"],
+    ]
+
+
 @pytest.mark.parametrize(
     ("params", "named"),
     [

@@ -253,18 +253,40 @@ def test_pivot_turns_a_dimension_into_columns(seeded):
     result = cube.run(
         parse_cube({"group_by": "day,cache_hit", "pivot": "cache_hit", "measures": "requests"})
     )
-    assert result.columns == ["day", "false", "true"]
+    assert result.columns == ["day", "cache_hit=false", "cache_hit=true"]
     want = expected(rows, ["day", "cache_hit"], ["requests"])
     for row in result.rows:
         for flag in (False, True):
             cell = want.get((row["day"], flag))
-            assert row[str(flag).lower()] == (cell["requests"] if cell else None)
+            assert row[f"cache_hit={str(flag).lower()}"] == (cell["requests"] if cell else None)
     two = cube.run(
         parse_cube(
             {"group_by": "fallback,user", "pivot": "fallback", "measures": "requests,errors"}
         )
     )
-    assert two.columns == ["user", "false|requests", "false|errors", "true|requests", "true|errors"]
+    assert two.columns == [
+        "user",
+        "fallback=false|requests",
+        "fallback=false|errors",
+        "fallback=true|requests",
+        "fallback=true|errors",
+    ]
+    codes = cube.run(parse_cube({"group_by": "year,error_code", "pivot": "error_code"}))
+    assert codes.columns[1] == "error_code=corrupt_image"
+    assert codes.columns[-1] == "error_code=null"  # the successful requests
+
+
+def test_pivoting_the_only_dimension_gives_a_row_per_measure(seeded):
+    cube, rows = seeded
+    result = cube.run(
+        parse_cube({"group_by": "cache_hit", "pivot": "cache_hit", "measures": "requests,errors"})
+    )
+    want = expected(rows, ["cache_hit"], ["requests", "errors"])
+    assert result.columns == ["measure", "cache_hit=false", "cache_hit=true"]
+    assert result.rows == [
+        {"measure": m, **{f"cache_hit={str(k[0]).lower()}": v[m] for k, v in want.items()}}
+        for m in ("requests", "errors")
+    ]
 
 
 def test_csv_has_a_header_and_marks_rollup_rows(seeded):

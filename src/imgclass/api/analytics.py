@@ -64,7 +64,7 @@ def cube():
           schema: {type: string, enum: ["true", "false", "1", "0", "yes", "no"]}
         - name: pivot
           in: query
-          description: one of the group_by dimensions, whose values become columns
+          description: one of the group_by dimensions, whose values become columns named DIM=value
           schema: {type: string, maxLength: 64}
         - name: format
           in: query

@@ -105,6 +105,7 @@ MAX_LIMIT = 100_000
 MAX_PIVOT_COLUMNS = 200
 MAX_PIVOT_SOURCE_ROWS = 100_000
 ALL = "(all)"  # CSV marker of a rolled-up dimension in subtotal and total rows
+MEASURE_COLUMN = "measure"  # labels the rows of a pivot without other dimensions
 
 f = api_event_fact
 ts = f.c.timestamp_key
@@ -792,15 +793,28 @@ class Cube:
                 code="bad_request",
             )
 
-        def column(value: Any, measure: str) -> str:
-            text = (
-                "null"
-                if value is None
-                else str(value).lower()
-                if isinstance(value, bool)
-                else str(value)
+        if not row_dims:
+            # Pivoting the only dimension: one row per measure, labelled, so that even a
+            # selection without any value still has a header and a row.
+            cells: dict[str, dict] = {m: {MEASURE_COLUMN: m} for m in query.measures}
+            for value in values:
+                for m in query.measures:
+                    cells[m][pivot_column(pivot, value)] = None
+            for row in source:
+                for m in query.measures:
+                    cells[m][pivot_column(pivot, row[pivot])] = row[m]
+            return CubeResult(
+                [],
+                list(query.measures),
+                list(cells.values())[: query.limit],
+                len(cells) > query.limit,
+                pivot=pivot,
+                columns=[MEASURE_COLUMN, *(pivot_column(pivot, v) for v in values)],
             )
-            return text if len(query.measures) == 1 else f"{text}|{measure}"
+
+        def column(value: Any, measure: str) -> str:
+            name = pivot_column(pivot, value)
+            return name if len(query.measures) == 1 else f"{name}|{measure}"
 
         pivot_columns = [column(v, m) for v in values for m in query.measures]
         out: dict[tuple, dict] = {}
@@ -820,6 +834,21 @@ class Cube:
             pivot=pivot,
             columns=[*row_dims, *pivot_columns],
         )
+
+
+def pivot_column(pivot: str, value: Any) -> str:
+    """The name of a pivot value's column: ``user=alice``, ``cache_hit=true``, ``error_code=null``.
+
+    Prefixed with the dimension so that no value can take the name of another column
+    (a user called ``day``, or ``requests``): dimension and measure names never hold ``=``.
+    """
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    return f"{pivot}={text}"
 
 
 # -- CSV -----------------------------------------------------------------------------
