@@ -248,6 +248,37 @@ def test_order_limit_and_truncation(seeded):
     assert latest.rows[0]["day"] == max(k[0] for k in expected(rows, ["day"], ["requests"]))
 
 
+def ranked(want: dict[tuple, dict]) -> list[tuple]:
+    """Keys by requests, most first, ties by the key (the cube's order=-requests)."""
+    return [k for k, _ in sorted(want.items(), key=lambda kv: (-kv[1]["requests"], kv[0]))]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5])
+def test_rollup_subtotals_follow_the_rows_that_limit_keeps(seeded, limit):
+    cube, rows = seeded
+    dims = ["year", "user", "class"]
+    result = cube.run(
+        parse_cube(
+            {"group_by": ",".join(dims), "order": "-requests", "limit": str(limit), "rollup": "1"}
+        )
+    )
+    shown = ranked(expected(rows, dims, ["requests"]))[:limit]
+    assert [tuple(r[d] for d in dims) for r in result.rows] == shown
+    assert result.truncated
+    subtotals = []
+    for level in (2, 1):
+        want = expected(rows, dims[:level], ["requests"])
+        groups = {key[:level] for key in shown}
+        # Each shown group's subtotal over all its rows, in the order of the query.
+        subtotals += [
+            dict(zip(dims[:level], key, strict=True)) | want[key]
+            for key in ranked(want)
+            if key in groups
+        ]
+    assert result.subtotals == subtotals
+    assert result.totals == {"requests": len(rows)}
+
+
 def test_pivot_turns_a_dimension_into_columns(seeded):
     cube, rows = seeded
     result = cube.run(

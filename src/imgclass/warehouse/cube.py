@@ -652,11 +652,41 @@ class Cube:
         if query.rollup:
             result.subtotals = []
             for level in range(len(query.group_by) - 1, 0, -1):
-                rows, truncated = self._grouped(query, query.group_by[:level], (), query.limit)
-                result.subtotals += rows
-                result.truncated = result.truncated or truncated
+                result.subtotals += self._subtotals(query, level, result.rows)
             result.totals = self.totals(query)
         return result
+
+    def _subtotals(self, query: CubeQuery, level: int, shown: list[dict]) -> list[dict]:
+        """Subtotals by the first ``level`` dimensions, for the groups of the ``shown`` rows.
+
+        ``limit`` caps the rows, so the subtotals follow them: one per group a shown row
+        belongs to (each over all of that group's rows, shown or not), in the query's
+        order as far as it names their columns. The database still groups everything;
+        only the wanted groups are converted and kept.
+        """
+        dims = query.group_by[:level]
+        wanted = {tuple(row[d] for d in dims) for row in shown}
+        if not wanted:
+            return []
+        order = tuple((n, desc) for n, desc in query.order if n in dims or n in query.measures)
+        stmt, _labels = self.statement(query, dims, order, None)
+        convert_dims = [_converter(name) for name in dims]
+        convert_measures = [(name, _converter(name)) for name in query.measures]
+        found = []
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=2000).execute(stmt)
+            for row in result:
+                key = tuple(c(v) for c, v in zip(convert_dims, row[:level], strict=True))
+                if key not in wanted:
+                    continue
+                values = row[level:]
+                found.append(
+                    dict(zip(dims, key, strict=True))
+                    | {name: c(v) for (name, c), v in zip(convert_measures, values, strict=True)}
+                )
+                if len(found) == len(wanted):
+                    break
+        return found
 
     def totals(self, query: CubeQuery) -> dict:
         """The measures over every row the filters select (no grouping)."""
