@@ -130,3 +130,30 @@ def test_stats_pivot_of_the_only_dimension_prints_a_header(env):
         )
     )
     assert rows == [["measure"], ["requests"]]
+
+
+def test_stats_rollup_marks_subtotals_in_table_and_csv(env):
+    assert run("db", "upgrade").exit_code == 0
+    now = utc_now()
+    who = [("bob", "(all)"), ("bob", "[/bold]"), ("=1+1", "curl/8")]
+    Recorder(engine(env)).record(
+        [
+            Event(f"r{i}", now, Requester(i, u, "10.0.0.1", a), "predict", 200, 1.0)
+            for i, (u, a) in enumerate(who)
+        ]
+    )
+    args = ("stats", "--group-by", "user,user_agent", "--rollup", "--order", "user,user_agent")
+    rows = list(csv.reader(io.StringIO(run(*args, "--csv").stdout)))
+    assert rows[0] == ["user", "user_agent", "requests", "_level"]
+    assert rows[1:] == [
+        ["'=1+1", "curl/8", "1", "2"],
+        ["bob", "(all)", "1", "2"],
+        ["bob", "[/bold]", "1", "2"],
+        ["'=1+1", "", "1", "1"],
+        ["bob", "", "2", "1"],
+        ["", "", "3", "0"],
+    ]
+    table = run(*args)
+    assert table.exit_code == 0, table.output
+    assert "[/bold]" in table.stdout  # shown as text, not read as markup
+    assert table.stdout.count("(all)") == 5  # the real one, and four rolled-up cells

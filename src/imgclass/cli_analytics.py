@@ -14,6 +14,9 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
+
+ROLLED_UP = "(all)"  # the terminal table's mark of a rolled-up dimension (CSV: see _level)
 
 
 def _engine():
@@ -79,7 +82,7 @@ def stats(
 ):
     """Query the analytics cube: group, filter and measure the recorded requests."""
     from imgclass.errors import BadRequest
-    from imgclass.warehouse.cube import MEASURE_COLUMN, Cube, csv_lines, result_rows
+    from imgclass.warehouse.cube import MEASURE_COLUMN, Cube, csv_lines, result_table
     from imgclass.warehouse.cube_params import parse_cube
 
     if as_csv and as_json:
@@ -115,15 +118,25 @@ def stats(
         click.echo(json.dumps(result.to_json(), indent=2))
         return
     if as_csv:
-        for line in csv_lines(result.columns, result_rows(result)):
+        for line in csv_lines(*result_table(result)):
             click.echo(line.rstrip("\r\n"))
         return
-    table = Table(*result.columns, show_footer=False)
-    for name, column in zip(result.columns, table.columns, strict=True):
-        if name not in result.dimensions and name != MEASURE_COLUMN:
-            column.justify = "right"
-    for row in result_rows(result):
-        table.add_row(*(_cell(v) for v in row))
+    # Text, not strings: rich would read "[…]" in a user agent or file name as markup.
+    table = Table(show_footer=False)
+    for name in result.columns:
+        label = name in result.dimensions or name == MEASURE_COLUMN
+        table.add_column(Text(name), justify="left" if label else "right")
+    for row in result.rows:
+        table.add_row(*(Text(_cell(row.get(c))) for c in result.columns))
+    if result.totals is not None:
+        table.add_section()  # subtotals and the total, below a rule
+        for row in [*(result.subtotals or []), result.totals]:
+            table.add_row(
+                *(
+                    Text(_cell(row.get(c))) if c in row else Text(ROLLED_UP, style="dim italic")
+                    for c in result.columns
+                )
+            )
     console = Console()
     console.print(table)
     if result.truncated:

@@ -110,6 +110,34 @@ def test_pivot_values_named_like_columns_overwrite_nothing(app, client, admin_ke
     assert table == [body["columns"], [day, "1", "2", "1"]]
 
 
+def test_rollup_csv_tells_a_subtotal_from_a_value_and_defuses_formulas(app, client, admin_key):
+    when = utc_now()
+    for n, (name, agent) in enumerate(
+        [("bob", "(all)"), ("bob", "curl/8"), ("=cmd|' /C calc'!A0", "@SUM(1+1)")]
+    ):
+        record(
+            app, Event(f"c{n}", when, Requester(n, name, "10.0.0.1", agent), "predict", 200, 1.0)
+        )
+    resp = get(
+        client,
+        admin_key,
+        "cube",
+        group_by="user,user_agent",
+        rollup="true",
+        order="user,user_agent",
+        format="csv",
+    )
+    assert csv_table(resp) == [
+        ["user", "user_agent", "requests", "_level"],
+        ["'=cmd|' /C calc'!A0", "'@SUM(1+1)", "1", "2"],
+        ["bob", "(all)", "1", "2"],  # a user agent that happens to read (all)
+        ["bob", "curl/8", "1", "2"],
+        ["'=cmd|' /C calc'!A0", "", "1", "1"],
+        ["bob", "", "2", "1"],
+        ["", "", "3", "0"],
+    ]
+
+
 def test_pivoting_the_only_dimension_of_an_empty_warehouse_has_a_header(client, admin_key):
     params = {"group_by": "status", "pivot": "status"}
     body = get(client, admin_key, "cube", **params).get_json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import random
 import sqlite3
 
@@ -10,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from imgclass.errors import BadRequest
-from imgclass.warehouse.cube import MEASURES, Cube, csv_lines, result_rows
+from imgclass.warehouse.cube import MEASURES, Cube, csv_lines, result_table
 from imgclass.warehouse.cube_params import parse_cube
 from imgclass.warehouse.db import make_engine
 from imgclass.warehouse.migrate import upgrade
@@ -325,14 +326,34 @@ def test_csv_has_a_header_and_marks_rollup_rows(seeded):
     query = parse_cube(
         {"group_by": "year,fallback", "measures": "requests,avg_time_ms", "rollup": "1"}
     )
-    lines = list(csv_lines(*(lambda r: (r.columns, result_rows(r)))(cube.run(query))))
-    assert lines[0] == "year,fallback,requests,avg_time_ms\r\n"
-    assert lines[-1].startswith(f"(all),(all),{len(rows)},")
-    assert any(line.startswith("2026,(all),") for line in lines)
-    assert any(line.startswith("2027,true,") for line in lines)
+    table = list(csv.reader(csv_lines(*result_table(cube.run(query)))))
+    assert table[0] == ["year", "fallback", "requests", "avg_time_ms", "_level"]
+    # Rolled-up cells are empty; _level counts the dimensions a row is grouped by.
+    assert table[-1][:3] + table[-1][4:] == ["", "", str(len(rows)), "0"]
+    assert any(row[:2] == ["2026", ""] and row[-1] == "1" for row in table)
+    assert any(row[:2] == ["2027", "true"] and row[-1] == "2" for row in table)
+    assert "(all)" not in {cell for row in table for cell in row}
     columns, streamed = cube.stream(parse_cube({"group_by": "user", "order": "user"}))
     assert columns == ["user", "requests"]
     assert [r[0] for r in streamed] == ["alice", "anonymous", "bob", "carol"]
+
+
+def test_csv_neutralises_formulas():
+    rows = [['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "\tx", "a=b", -3, 1.5, None]]
+    table = list(
+        csv.reader(csv_lines(["user", "b", "c", "d", "e", "f", "g", "h", "i"], iter(rows)))
+    )
+    assert table[1] == [
+        '\'=HYPERLINK("http://x")',
+        "'+1",
+        "'-2",
+        "'@SUM(A1)",
+        "'\tx",
+        "a=b",
+        "-3",  # numbers are numbers
+        "1.5",
+        "",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from imgclass.app import services
 from imgclass.errors import BadRequest
 from imgclass.ops.auth import require_admin
 from imgclass.warehouse import analytics
-from imgclass.warehouse.cube import Cube, csv_lines, result_rows
+from imgclass.warehouse.cube import Cube, csv_lines, result_table
 from imgclass.warehouse.cube_params import parse_cube
 from imgclass.warehouse.recorder import utc_now
 
@@ -95,8 +95,7 @@ def cube():
     if query.pivot is None and not query.rollup:
         columns, rows = Cube(engine).stream(query)
     else:
-        result = Cube(engine).run(query)
-        columns, rows = result.columns, result_rows(result)
+        columns, rows = result_table(Cube(engine).run(query))
     return Response(
         csv_lines(columns, rows),
         mimetype="text/csv",

@@ -104,7 +104,7 @@ DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
 MAX_PIVOT_COLUMNS = 200
 MAX_PIVOT_SOURCE_ROWS = 100_000
-ALL = "(all)"  # CSV marker of a rolled-up dimension in subtotal and total rows
+LEVEL_COLUMN = "_level"  # with rollup: how many group_by dimensions a table row is grouped by
 MEASURE_COLUMN = "measure"  # labels the rows of a pivot without other dimensions
 
 f = api_event_fact
@@ -883,17 +883,23 @@ def pivot_column(pivot: str, value: Any) -> str:
 
 # -- CSV -----------------------------------------------------------------------------
 
+# Cells that a spreadsheet would run as a formula (CSV injection): prefixed with ' so that
+# a user agent or file name like "=HYPERLINK(…)" is shown as the text it is.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
 
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
     return value
 
 
 def csv_lines(columns: Sequence[str], rows: Iterator[Sequence]) -> Iterator[str]:
-    """A header line, then one line per row (RFC 4180 quoting)."""
+    """A header line, then one line per row (RFC 4180 quoting, formulas neutralised)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
 
@@ -908,11 +914,25 @@ def csv_lines(columns: Sequence[str], rows: Iterator[Sequence]) -> Iterator[str]
         yield line(row)
 
 
-def result_rows(result: CubeResult) -> Iterator[list]:
-    """The rows of a result for CSV, then subtotal and total rows (rolled-up cells: ALL)."""
-    for row in result.rows:
-        yield [row.get(c) for c in result.columns]
-    for row in result.subtotals or []:
-        yield [row.get(c, ALL) if c in result.dimensions else row.get(c) for c in result.columns]
-    if result.totals is not None:
-        yield [ALL if c in result.dimensions else result.totals.get(c) for c in result.columns]
+def result_table(result: CubeResult) -> tuple[list[str], Iterator[list]]:
+    """(columns, rows) of a result as a table: its rows, then subtotals and the total.
+
+    With rollup a last column, ``_level``, says how many ``group_by`` dimensions a row is
+    grouped by (all of them on the rows, fewer on subtotals, 0 on the total), and the
+    rolled-up cells are None (empty in CSV): no marker a real value could also be.
+    """
+    rollup = result.totals is not None
+    columns = [*result.columns, LEVEL_COLUMN] if rollup else list(result.columns)
+    everything = len(result.dimensions)
+
+    def rows() -> Iterator[list]:
+        for row in result.rows:
+            cells = [row.get(c) for c in result.columns]
+            yield [*cells, everything] if rollup else cells
+        for row in result.subtotals or []:
+            level = sum(1 for d in result.dimensions if d in row)
+            yield [*(row.get(c) for c in result.columns), level]
+        if result.totals is not None:
+            yield [*(result.totals.get(c) for c in result.columns), 0]
+
+    return columns, rows()
