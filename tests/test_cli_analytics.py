@@ -157,3 +157,21 @@ def test_stats_rollup_marks_subtotals_in_table_and_csv(env):
     assert table.exit_code == 0, table.output
     assert "[/bold]" in table.stdout  # shown as text, not read as markup
     assert table.stdout.count("(all)") == 5  # the real one, and four rolled-up cells
+
+
+def test_stats_says_on_stderr_when_limit_cut_rows(env):
+    assert run("demo", "seed", "--events", "300", "--days", "3").exit_code == 0
+    for fmt in ("--csv", "--json", None):
+        args = ["stats", "--group-by", "day,user", "--limit", "2", *([fmt] if fmt else [])]
+        cut = run(*args)
+        assert cut.exit_code == 0
+        assert "more rows matched than --limit 2" in cut.stderr, fmt
+        assert "more rows" not in cut.stdout
+    rows = list(
+        csv.reader(
+            io.StringIO(run("stats", "--group-by", "day,user", "--limit", "2", "--csv").stdout)
+        )
+    )
+    assert len(rows) == 3  # the header and two rows: CSV output stays clean
+    whole = run("stats", "--group-by", "user", "--csv")
+    assert whole.stderr == ""

@@ -114,6 +114,13 @@ def stats(
         result = Cube(_analytics_engine()).run(query)
     except BadRequest as exc:
         raise click.UsageError(exc.message) from exc
+    if result.truncated:
+        # On stderr, so that a CSV or JSON piped to a file stays clean and a cut is seen.
+        click.echo(
+            f"imgclass stats: more rows matched than --limit {query.limit}; "
+            "only the first are shown (raise --limit or filter)",
+            err=True,
+        )
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -139,8 +146,6 @@ def stats(
             )
     console = Console()
     console.print(table)
-    if result.truncated:
-        console.print(f"[yellow]more rows than --limit {query.limit}; raise it or filter[/]")
 
 
 @click.group()

@@ -78,6 +78,7 @@ def test_cube_csv_is_streamed_with_a_header(client, admin_key, seeded):
     )
     assert resp.status_code == 200
     assert resp.mimetype == "text/csv" and resp.is_streamed
+    assert resp.headers["X-Truncated"] == "false"
     table = list(csv.reader(io.StringIO(resp.get_data(as_text=True))))
     assert table[0] == ["user", "cache_hit", "requests", "error_rate"]
     want = expected(seeded, ["user", "cache_hit"], ["requests"])
@@ -136,6 +137,24 @@ def test_rollup_csv_tells_a_subtotal_from_a_value_and_defuses_formulas(app, clie
         ["bob", "", "2", "1"],
         ["", "", "3", "0"],
     ]
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, {"rollup": "true"}, {"pivot": "cache_hit"}], ids=["plain", "rollup", "pivot"]
+)
+def test_csv_says_when_limit_cut_rows(client, admin_key, seeded, extra):
+    dims = ["class", "day"] if "pivot" in extra else ["class", "day", "cache_hit"]
+    groups = len(expected(seeded, dims, ["requests"]))  # the rows there are to show
+    params = {"group_by": "class,day,cache_hit", "format": "csv", **extra}
+
+    def shown(resp) -> int:
+        rows = csv_table(resp)[1:]
+        return sum(1 for r in rows if r[-1] == "3") if "rollup" in extra else len(rows)
+
+    cut = get(client, admin_key, "cube", limit=groups - 1, **params)
+    assert cut.headers["X-Truncated"] == "true" and shown(cut) == groups - 1
+    whole = get(client, admin_key, "cube", limit=groups, **params)
+    assert whole.headers["X-Truncated"] == "false" and shown(whole) == groups
 
 
 def test_pivoting_the_only_dimension_of_an_empty_warehouse_has_a_header(client, admin_key):

@@ -333,9 +333,21 @@ def test_csv_has_a_header_and_marks_rollup_rows(seeded):
     assert any(row[:2] == ["2026", ""] and row[-1] == "1" for row in table)
     assert any(row[:2] == ["2027", "true"] and row[-1] == "2" for row in table)
     assert "(all)" not in {cell for row in table for cell in row}
-    columns, streamed = cube.stream(parse_cube({"group_by": "user", "order": "user"}))
-    assert columns == ["user", "requests"]
+    columns, streamed, truncated = cube.stream(parse_cube({"group_by": "user", "order": "user"}))
+    assert columns == ["user", "requests"] and not truncated
     assert [r[0] for r in streamed] == ["alice", "anonymous", "bob", "carol"]
+
+
+@pytest.mark.parametrize(("limit", "truncated"), [(3, True), (4, False), (5, False)])
+def test_a_stream_says_whether_limit_cut_rows_before_sending_them(seeded, limit, truncated):
+    cube, _ = seeded
+    query = parse_cube({"group_by": "user", "order": "-user", "limit": str(limit)})
+    _, streamed, cut = cube.stream(query)
+    assert cut is truncated  # known before the first row is read
+    assert [r[0] for r in streamed] == ["carol", "bob", "anonymous", "alice"][:limit]
+    empty = parse_cube({"group_by": "user", "user": "nobody", "limit": "1"})
+    _, nothing, cut = cube.stream(empty)
+    assert list(nothing) == [] and cut is False
 
 
 def test_csv_neutralises_formulas():

@@ -72,6 +72,10 @@ def cube():
       responses:
         "200":
           description: the answer
+          headers:
+            X-Truncated:
+              description: "CSV: true when more rows matched than `limit` (JSON: `truncated`)"
+              schema: {type: string, enum: ["true", "false"]}
           content:
             application/json:
               schema: CubeResponse
@@ -93,13 +97,19 @@ def cube():
     if fmt == "json":
         return jsonify(Cube(engine).run(query).to_json())
     if query.pivot is None and not query.rollup:
-        columns, rows = Cube(engine).stream(query)
+        columns, rows, truncated = Cube(engine).stream(query)
     else:
-        columns, rows = result_table(Cube(engine).run(query))
+        result = Cube(engine).run(query)
+        (columns, rows), truncated = result_table(result), result.truncated
     return Response(
         csv_lines(columns, rows),
         mimetype="text/csv",
-        headers={"Content-Disposition": 'inline; filename="cube.csv"'},
+        headers={
+            "Content-Disposition": 'inline; filename="cube.csv"',
+            # CSV has no place for JSON's "truncated": without this a cut-off file
+            # would look complete.
+            "X-Truncated": "true" if truncated else "false",
+        },
     )
 
 

@@ -692,23 +692,32 @@ class Cube:
         """The measures over every row the filters select (no grouping)."""
         return self._grouped(query, (), (), 1)[0][0]
 
-    def stream(self, query: CubeQuery) -> tuple[list[str], Iterator[list]]:
-        """(columns, rows as lists) of a plain query, read from the database as sent.
+    def stream(self, query: CubeQuery) -> tuple[list[str], Iterator[list], bool]:
+        """(columns, rows as lists, truncated) of a plain query, read as they are sent.
 
-        The statement is built now, so a bad query fails before anything is sent; the
-        rows are fetched while the caller iterates (e.g. a streamed CSV response).
+        The statement runs now, so a bad query or an unreachable database fails before
+        anything is sent, and the first row tells whether ``limit`` cut any off (a window
+        count of the groups rides along with each row): a streamed CSV can say so in
+        its headers. The remaining rows are fetched while the caller iterates.
         """
         stmt, labels = self.statement(query, query.group_by, query.order, query.limit)
+        stmt = stmt.add_columns(func.count().over().label("groups"))
         columns = [*query.group_by, *query.measures]
 
-        def rows() -> Iterator[list]:
+        def rows() -> Iterator[Any]:
             with self.engine.connect() as conn:
                 result = conn.execution_options(stream_results=True, yield_per=2000).execute(stmt)
+                first = result.fetchone()
+                yield 0 if first is None else first._mapping["groups"]
+                if first is None:
+                    return
                 # The statement asks for limit + 1 rows (to detect truncation): send limit.
-                for row in itertools.islice(result, query.limit):
+                for row in itertools.islice(itertools.chain([first], result), query.limit):
                     yield [self._value(name, row._mapping[label]) for name, label in labels]
 
-        return columns, rows()
+        streamed = rows()
+        groups = next(streamed)
+        return columns, streamed, groups > query.limit
 
     def statement(self, query: CubeQuery, dims: Sequence[str], order, limit: int | None):
         """(SELECT, [(column, label)]) that groups ``query`` by ``dims`` (for EXPLAIN, too)."""
