@@ -8,7 +8,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
 from imgclass.cli import main
 from imgclass.warehouse.db import make_engine
@@ -175,3 +175,37 @@ def test_stats_says_on_stderr_when_limit_cut_rows(env):
     assert len(rows) == 3  # the header and two rows: CSV output stays clean
     whole = run("stats", "--group-by", "user", "--csv")
     assert whole.stderr == ""
+
+
+def refused_for_want_of(missing):
+    result = run("stats", "--group-by", "day")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"Error: no warehouse at {missing / 'imgclass.db'} (set IMGCLASS_DATA_DIR "
+        "(or IMGCLASS_DATABASE_URL / IMGCLASS_ANALYTICS_DATABASE_URL) to the warehouse; "
+        "`imgclass demo seed` creates one to explore)"
+    ]
+    assert result.stdout == ""
+    assert not missing.exists()
+
+
+def test_stats_without_a_warehouse_says_so_and_creates_nothing(env, monkeypatch):
+    monkeypatch.setenv("IMGCLASS_DATA_DIR", str(env / "dat"))  # mistyped
+    refused_for_want_of(env / "dat")
+    monkeypatch.delenv("IMGCLASS_DATA_DIR")
+    monkeypatch.chdir(env)  # the default ./data, in a directory that has none
+    refused_for_want_of(env / "data")
+
+
+def test_stats_on_a_database_without_the_schema_says_so(env, monkeypatch):
+    from tests.support.postgres import temporary_database
+
+    with temporary_database() as url:
+        monkeypatch.setenv("IMGCLASS_DATABASE_URL", url)
+        result = run("stats")
+        assert result.exit_code == 1
+        assert "no warehouse at postgresql+psycopg://" in result.stderr
+        assert "it has no imgclass schema" in result.stderr
+        engine = make_engine(url)
+        assert inspect(engine).get_table_names() == []  # nothing was migrated into it
+        engine.dispose()

@@ -35,16 +35,62 @@ def _engine():
 def _analytics_engine():
     """Where analytics reads go: the read replica when one is configured, else the primary.
 
-    A replica follows the primary's schema and refuses writes, so it is never migrated.
+    Only a warehouse that exists: ``stats`` run in the wrong directory (or with a mistyped
+    IMGCLASS_DATA_DIR) must say so, not create an empty one and report zero requests. An
+    existing primary is brought to the current schema; a replica follows the primary's
+    schema and refuses writes, so it is never migrated.
     """
+    from sqlalchemy.exc import OperationalError
+
     from imgclass.cli import load_settings
     from imgclass.warehouse.db import make_engine, same_database
+    from imgclass.warehouse.migrate import current_revision, upgrade
 
     settings = load_settings()
     url = settings.effective_analytics_database_url
+    where = _describe(url)
+    hint = (
+        "set IMGCLASS_DATA_DIR (or IMGCLASS_DATABASE_URL / IMGCLASS_ANALYTICS_DATABASE_URL) "
+        "to the warehouse; `imgclass demo seed` creates one to explore"
+    )
+    path = _sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise click.ClickException(f"no warehouse at {where} ({hint})")
+    engine = make_engine(url)
+    try:
+        revision = current_revision(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise click.ClickException(f"cannot open the warehouse at {where}: {reason}") from exc
+    if revision is None:
+        engine.dispose()
+        raise click.ClickException(f"no warehouse at {where}: it has no imgclass schema ({hint})")
     if same_database(url, settings.effective_database_url):
-        return _engine()
-    return make_engine(url)
+        upgrade(engine)
+    return engine
+
+
+def _sqlite_file(url: str):
+    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.query.get("uri"):
+        return None  # a file: URI; the schema check below still applies
+    return Path(parsed.database).expanduser().resolve()
+
+
+def _describe(url: str) -> str:
+    """A database for a message: a SQLite file's path, else the URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    path = _sqlite_file(url)
+    return str(path) if path is not None else make_url(url).render_as_string(hide_password=True)
 
 
 def _cell(value) -> str:
