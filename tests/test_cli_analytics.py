@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -209,3 +210,28 @@ def test_stats_on_a_database_without_the_schema_says_so(env, monkeypatch):
         engine = make_engine(url)
         assert inspect(engine).get_table_names() == []  # nothing was migrated into it
         engine.dispose()
+
+
+def test_demo_seed_twice_with_one_seed_adds_new_requests(env):
+    for _ in range(2):
+        assert run("demo", "seed", "--events", "500", "--days", "2", "--seed", "3").exit_code == 0
+    with engine(env).connect() as conn:
+        ids = conn.execute(select(api_event_fact.c.request_id)).scalars().all()
+    assert len(ids) == 1000 and len(set(ids)) == 1000
+    assert {i.split("-")[1] for i in ids} == {"3"}  # demo-<seed>-<run>-<n>
+    assert len({i.split("-")[2] for i in ids}) == 2
+
+
+def test_the_same_seed_gives_the_same_events_but_new_request_ids():
+    from imgclass.vision.labels import imagenet_labels
+    from imgclass.warehouse.demo import generate
+    from imgclass.warehouse.recorder import ClassFacts
+
+    labels = imagenet_labels()
+    classes = [ClassFacts(i, labels.names[i], labels.wnids[i]) for i in range(len(labels))]
+    now = utc_now()
+    first, feedback = generate(400, 3, classes, now, seed=5)
+    again, feedback_again = generate(400, 3, classes, now, seed=5)
+    assert feedback == feedback_again
+    assert {e.request_id for e in first}.isdisjoint(e.request_id for e in again)
+    assert [replace(e, request_id="") for e in first] == [replace(e, request_id="") for e in again]

@@ -202,7 +202,13 @@ def demo() -> None:
 @demo.command("seed")
 @click.option("--events", type=click.IntRange(1, 10_000_000), default=10_000, show_default=True)
 @click.option("--days", type=click.IntRange(1, 3650), default=30, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="same seed, same events")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="same seed, same events (request ids are new each run)",
+)
 def demo_seed(events, days, seed) -> None:
     """Record realistic synthetic requests over the last DAYS days (see warehouse/demo.py)."""
     from imgclass.vision.labels import imagenet_labels
