@@ -287,7 +287,10 @@ def test_sql_injection_at_every_parameter(app, client, admin_key, seeded):
                     assert resp.mimetype == "application/json" or name == "format"
                     assert resp.get_json()["rows"] == [], (endpoint, name, value)
                 if resp.status_code == 400:
-                    assert resp.get_json()["error"]["code"] == "bad_request"
+                    error = resp.get_json()["error"]
+                    assert error["code"] == "bad_request"
+                    # The README promises messages that start with the parameter's name.
+                    assert error["message"].startswith(f"{name[:40]}:"), (endpoint, name, error)
     assert table_state(app) == before
 
 
