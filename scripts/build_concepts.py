@@ -16,9 +16,13 @@ Choices (so the output is deterministic and the depths mean something):
   sequence of synset offsets.
 * **Depth 0 is a meaningful top category.** WordNet's top levels (entity, physical entity,
   abstraction, object, whole, living thing, organism) sit above nearly every class and tell
-  an analyst nothing, so they are dropped: depth 0 is then ``animal``, ``artifact``,
-  ``person``, ``plant``, ``food``, ``geological_formation``…, depth 1 their children
-  (``chordate``, ``instrumentality``…), and so on down to the class itself.
+  an analyst nothing, so they are dropped: depth 0 is then ``artifact``, ``animal``,
+  ``matter``, ``natural_object``, ``geological_formation``, ``fungus``, ``relation``,
+  ``person``, ``plant``…, depth 1 their children (``chordate``, ``instrumentality``,
+  ``substance``…), and so on down to the class itself. The longest path is not always the
+  obvious one: foods are ``matter › substance › food › …`` (food at depth 2), and
+  espresso, whose longest path runs through ``part``, is ``relation › part › substance ›
+  fluid › liquid › beverage › coffee › espresso``.
 * **Labels.** A class's label is the first synonym of its ImageNet name with spaces as
   underscores (``tabby``, ``Persian_cat``), the form the analytics API accepts in
   comma-separated filters; the two first synonyms that two classes share (``crane``,

@@ -14,6 +14,9 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
+
+ROLLED_UP = "(all)"  # the terminal table's mark of a rolled-up dimension (CSV: see _level)
 
 
 def _engine():
@@ -32,16 +35,62 @@ def _engine():
 def _analytics_engine():
     """Where analytics reads go: the read replica when one is configured, else the primary.
 
-    A replica follows the primary's schema and refuses writes, so it is never migrated.
+    Only a warehouse that exists: ``stats`` run in the wrong directory (or with a mistyped
+    IMGCLASS_DATA_DIR) must say so, not create an empty one and report zero requests. An
+    existing primary is brought to the current schema; a replica follows the primary's
+    schema and refuses writes, so it is never migrated.
     """
+    from sqlalchemy.exc import OperationalError
+
     from imgclass.cli import load_settings
     from imgclass.warehouse.db import make_engine, same_database
+    from imgclass.warehouse.migrate import current_revision, upgrade
 
     settings = load_settings()
     url = settings.effective_analytics_database_url
+    where = _describe(url)
+    hint = (
+        "set IMGCLASS_DATA_DIR (or IMGCLASS_DATABASE_URL / IMGCLASS_ANALYTICS_DATABASE_URL) "
+        "to the warehouse; `imgclass demo seed` creates one to explore"
+    )
+    path = _sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise click.ClickException(f"no warehouse at {where} ({hint})")
+    engine = make_engine(url)
+    try:
+        revision = current_revision(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise click.ClickException(f"cannot open the warehouse at {where}: {reason}") from exc
+    if revision is None:
+        engine.dispose()
+        raise click.ClickException(f"no warehouse at {where}: it has no imgclass schema ({hint})")
     if same_database(url, settings.effective_database_url):
-        return _engine()
-    return make_engine(url)
+        upgrade(engine)
+    return engine
+
+
+def _sqlite_file(url: str):
+    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.query.get("uri"):
+        return None  # a file: URI; the schema check below still applies
+    return Path(parsed.database).expanduser().resolve()
+
+
+def _describe(url: str) -> str:
+    """A database for a message: a SQLite file's path, else the URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    path = _sqlite_file(url)
+    return str(path) if path is not None else make_url(url).render_as_string(hide_password=True)
 
 
 def _cell(value) -> str:
@@ -79,7 +128,7 @@ def stats(
 ):
     """Query the analytics cube: group, filter and measure the recorded requests."""
     from imgclass.errors import BadRequest
-    from imgclass.warehouse.cube import Cube, csv_lines, result_rows
+    from imgclass.warehouse.cube import MEASURE_COLUMN, Cube, csv_lines, result_table
     from imgclass.warehouse.cube_params import parse_cube
 
     if as_csv and as_json:
@@ -111,23 +160,38 @@ def stats(
         result = Cube(_analytics_engine()).run(query)
     except BadRequest as exc:
         raise click.UsageError(exc.message) from exc
+    if result.truncated:
+        # On stderr, so that a CSV or JSON piped to a file stays clean and a cut is seen.
+        click.echo(
+            f"imgclass stats: more rows matched than --limit {query.limit}; "
+            "only the first are shown (raise --limit or filter)",
+            err=True,
+        )
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
     if as_csv:
-        for line in csv_lines(result.columns, result_rows(result)):
+        for line in csv_lines(*result_table(result)):
             click.echo(line.rstrip("\r\n"))
         return
-    table = Table(*result.columns, show_footer=False)
-    for name, column in zip(result.columns, table.columns, strict=True):
-        if name not in result.dimensions:
-            column.justify = "right"
-    for row in result_rows(result):
-        table.add_row(*(_cell(v) for v in row))
+    # Text, not strings: rich would read "[…]" in a user agent or file name as markup.
+    table = Table(show_footer=False)
+    for name in result.columns:
+        label = name in result.dimensions or name == MEASURE_COLUMN
+        table.add_column(Text(name), justify="left" if label else "right")
+    for row in result.rows:
+        table.add_row(*(Text(_cell(row.get(c))) for c in result.columns))
+    if result.totals is not None:
+        table.add_section()  # subtotals and the total, below a rule
+        for row in [*(result.subtotals or []), result.totals]:
+            table.add_row(
+                *(
+                    Text(_cell(row.get(c))) if c in row else Text(ROLLED_UP, style="dim italic")
+                    for c in result.columns
+                )
+            )
     console = Console()
     console.print(table)
-    if result.truncated:
-        console.print(f"[yellow]more rows than --limit {query.limit}; raise it or filter[/]")
 
 
 @click.group()
@@ -138,7 +202,13 @@ def demo() -> None:
 @demo.command("seed")
 @click.option("--events", type=click.IntRange(1, 10_000_000), default=10_000, show_default=True)
 @click.option("--days", type=click.IntRange(1, 3650), default=30, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="same seed, same events")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="same seed, same events (request ids are new each run)",
+)
 def demo_seed(events, days, seed) -> None:
     """Record realistic synthetic requests over the last DAYS days (see warehouse/demo.py)."""
     from imgclass.vision.labels import imagenet_labels

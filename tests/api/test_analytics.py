@@ -78,12 +78,93 @@ def test_cube_csv_is_streamed_with_a_header(client, admin_key, seeded):
     )
     assert resp.status_code == 200
     assert resp.mimetype == "text/csv" and resp.is_streamed
+    assert resp.headers["X-Truncated"] == "false"
     table = list(csv.reader(io.StringIO(resp.get_data(as_text=True))))
     assert table[0] == ["user", "cache_hit", "requests", "error_rate"]
     want = expected(seeded, ["user", "cache_hit"], ["requests"])
     assert {(r[0], r[1] == "true"): int(r[2]) for r in table[1:]} == {
         k: v["requests"] for k, v in want.items()
     }
+
+
+def record(app, *events):
+    Recorder(services(app).engine).record(list(events))
+
+
+def csv_table(resp) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(resp.get_data(as_text=True))))
+
+
+def test_pivot_values_named_like_columns_overwrite_nothing(app, client, admin_key):
+    # Users called "day" and "requests": their columns must not replace the date or a measure.
+    when = utc_now().replace(hour=12, minute=0, second=0, microsecond=0)
+    for n, name in enumerate(["day", "day", "requests", "alice"]):
+        record(
+            app, Event(f"p{n}", when, Requester(n + 10, name, "10.0.0.1", "t"), "predict", 200, 1.0)
+        )
+    params = {"group_by": "day,user", "pivot": "user"}
+    body = get(client, admin_key, "cube", **params).get_json()
+    day = when.date().isoformat()
+    assert body["columns"] == ["day", "user=alice", "user=day", "user=requests"]
+    assert body["rows"] == [{"day": day, "user=alice": 1, "user=day": 2, "user=requests": 1}]
+    table = csv_table(get(client, admin_key, "cube", format="csv", **params))
+    assert table == [body["columns"], [day, "1", "2", "1"]]
+
+
+def test_rollup_csv_tells_a_subtotal_from_a_value_and_defuses_formulas(app, client, admin_key):
+    when = utc_now()
+    for n, (name, agent) in enumerate(
+        [("bob", "(all)"), ("bob", "curl/8"), ("=cmd|' /C calc'!A0", "@SUM(1+1)")]
+    ):
+        record(
+            app, Event(f"c{n}", when, Requester(n, name, "10.0.0.1", agent), "predict", 200, 1.0)
+        )
+    resp = get(
+        client,
+        admin_key,
+        "cube",
+        group_by="user,user_agent",
+        rollup="true",
+        order="user,user_agent",
+        format="csv",
+    )
+    assert csv_table(resp) == [
+        ["user", "user_agent", "requests", "_level"],
+        ["'=cmd|' /C calc'!A0", "'@SUM(1+1)", "1", "2"],
+        ["bob", "(all)", "1", "2"],  # a user agent that happens to read (all)
+        ["bob", "curl/8", "1", "2"],
+        ["'=cmd|' /C calc'!A0", "", "1", "1"],
+        ["bob", "", "2", "1"],
+        ["", "", "3", "0"],
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, {"rollup": "true"}, {"pivot": "cache_hit"}], ids=["plain", "rollup", "pivot"]
+)
+def test_csv_says_when_limit_cut_rows(client, admin_key, seeded, extra):
+    dims = ["class", "day"] if "pivot" in extra else ["class", "day", "cache_hit"]
+    groups = len(expected(seeded, dims, ["requests"]))  # the rows there are to show
+    params = {"group_by": "class,day,cache_hit", "format": "csv", **extra}
+
+    def shown(resp) -> int:
+        rows = csv_table(resp)[1:]
+        return sum(1 for r in rows if r[-1] == "3") if "rollup" in extra else len(rows)
+
+    cut = get(client, admin_key, "cube", limit=groups - 1, **params)
+    assert cut.headers["X-Truncated"] == "true" and shown(cut) == groups - 1
+    whole = get(client, admin_key, "cube", limit=groups, **params)
+    assert whole.headers["X-Truncated"] == "false" and shown(whole) == groups
+
+
+def test_pivoting_the_only_dimension_of_an_empty_warehouse_has_a_header(client, admin_key):
+    params = {"group_by": "status", "pivot": "status"}
+    body = get(client, admin_key, "cube", **params).get_json()
+    assert body["columns"] == ["measure"] and body["rows"] == [{"measure": "requests"}]
+    assert csv_table(get(client, admin_key, "cube", format="csv", **params)) == [
+        ["measure"],
+        ["requests"],
+    ]
 
 
 @pytest.mark.parametrize(
@@ -96,6 +177,8 @@ def test_cube_csv_is_streamed_with_a_header(client, admin_key, seeded):
         ({"limit": "0"}, "limit"),
         ({"limit": "1000001"}, "limit"),
         ({"group_by": "day", "order": "user"}, "order"),
+        ({"group_by": "day", "order": "--requests"}, "order"),
+        ({"group_by": "concept:99"}, "group_by"),
         ({"format": "xml"}, "format"),
     ],
 )
@@ -104,6 +187,28 @@ def test_bad_cube_parameters_are_400(client, admin_key, params, named):
     assert resp.status_code == 400
     error = resp.get_json()["error"]
     assert error["code"] == "bad_request" and error["message"].startswith(f"{named}:")
+
+
+@pytest.mark.parametrize("path", ["cube", "summary", "timeseries", "events", "concepts"])
+@pytest.mark.parametrize("parameter", ["concept", "concept:3"])
+def test_an_unknown_concept_is_400_everywhere(client, admin_key, seeded, path, parameter):
+    resp = get(client, admin_key, path, **{parameter: "unicorn"})
+    assert resp.status_code == 400
+    assert resp.get_json()["error"]["message"].startswith(f"{parameter}: no concept named")
+    parent = get(client, admin_key, "concepts", parent="unicorn").get_json()["error"]
+    assert parent["message"].startswith("parent: no concept named")
+
+
+def test_concepts_and_formats_in_any_case(client, admin_key, seeded):
+    def requests(path, **params):
+        body = get(client, admin_key, path, **params).get_json()
+        return body["totals"]["requests"] if path == "summary" else body["rows"]
+
+    assert requests("summary", concept="Dog") == requests("summary", concept="dog") > 0
+    assert requests("cube", image_format="jpeg") == requests("cube", image_format="JPEG")
+    assert requests("cube", image_format="jpeg")[0]["requests"] > 0
+    dog = get(client, admin_key, "concepts", parent="DOG").get_json()
+    assert dog["concept"]["name"] == "dog"
 
 
 def test_repeated_parameter_is_400(client, admin_key):
@@ -182,7 +287,10 @@ def test_sql_injection_at_every_parameter(app, client, admin_key, seeded):
                     assert resp.mimetype == "application/json" or name == "format"
                     assert resp.get_json()["rows"] == [], (endpoint, name, value)
                 if resp.status_code == 400:
-                    assert resp.get_json()["error"]["code"] == "bad_request"
+                    error = resp.get_json()["error"]
+                    assert error["code"] == "bad_request"
+                    # The README promises messages that start with the parameter's name.
+                    assert error["message"].startswith(f"{name[:40]}:"), (endpoint, name, error)
     assert table_state(app) == before
 
 

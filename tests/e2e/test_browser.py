@@ -392,6 +392,73 @@ def test_a_custom_time_range_and_the_grain_picker(page, seeded):
     assert "per hour" in page.inner_text("#panel-requests header")
 
 
+PANELS = [
+    "panel-requests",
+    "panel-latency",
+    "panel-classes",
+    "panel-users",
+    "panel-errors",
+    "panel-models",
+    "panel-concepts",
+    "panel-events",
+]
+
+
+def test_a_reversed_range_is_refused_and_failed_panels_say_so(page, seeded):
+    base, key = seeded
+    total = api(base, key, "summary")["totals"]["requests"]
+    sign_in(page, base, key)
+    before = generation(page)
+    page.select_option("#f-range", "custom")
+    wait_for_refresh(page, before)
+
+    # From after To: the form says so and sends nothing; the board keeps what it shows.
+    before = generation(page)
+    shown = page.inner_text('[data-kpi="requests"]')
+    page.fill("#f-from", "2026-12-05")
+    page.fill("#f-to", "2026-12-01")
+    page.click("#filters button[type=submit]")
+    assert page.is_visible("#filters-error")
+    assert "“To” must be the same day as “From” or later" in page.inner_text("#filters-error")
+    assert page.get_attribute("#f-to", "aria-invalid") == "true"
+    assert page.get_attribute("#board", "data-state") == "ready"
+    assert generation(page) == before
+    assert not [u for u in page.watch.requests if "from=2026-12-05" in u]
+    assert page.inner_text('[data-kpi="requests"]') == shown
+
+    # A filter the API refuses (a user name longer than 512 characters): every call fails,
+    # and no panel keeps the figures of the previous filters as if they were current.
+    before = generation(page)
+    page.select_option("#f-range", "30d")
+    wait_for_refresh(page, before)
+    assert page.is_hidden("#filters-error")
+    assert page.inner_text('[data-kpi="requests"]') == f"{total:,}"
+    before = generation(page)
+    page.fill("#f-user", "x" * 600)
+    page.press("#f-user", "Enter")
+    wait_for_refresh(page, before)
+    assert "longer than 512 characters" in page.inner_text("#board-error")
+    assert page.inner_text('[data-kpi="requests"]') == "–"
+    assert "Could not load: user:" in page.inner_text("#kpis .panel-error")
+    for panel in PANELS:
+        assert "is-failed" in page.get_attribute(f"#{panel}", "class"), panel
+        assert page.is_visible(f"#{panel} .panel-error"), panel
+    for stale in ("#chart-requests", "#chart-classes", "#concept-children", "#events"):
+        assert page.is_hidden(stale), stale
+
+    # Back to a filter that works: the panels draw again and the failure notes go.
+    before = generation(page)
+    page.fill("#f-user", "")
+    page.press("#f-user", "Enter")
+    wait_for_refresh(page, before)
+    assert page.is_hidden("#board-error")
+    assert page.inner_text('[data-kpi="requests"]') == f"{total:,}"
+    assert page.query_selector_all(".is-failed") == []
+    assert page.is_hidden("#kpis .panel-error")
+    assert drawn_total(page, "chart-requests") == total
+    assert page.is_visible("#chart-requests")
+
+
 def concepts_shown(page) -> dict[str, int]:
     return {
         wnid: int(count.replace(",", ""))

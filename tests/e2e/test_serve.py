@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -92,6 +93,34 @@ def test_readme_curl_example(server):
     assert body["results"][0]["predictions"][0]["class_id"] in CAT_CLASSES
     assert body["request_id"] in {row[0] for row in facts(data_dir)}
     assert (data_dir / "admin-token").is_file()
+
+
+@pytest.mark.parametrize(
+    ("agent", "stored"),
+    [
+        ("ünïcødé☃ agent".encode(), "ünïcødé☃ agent"),  # UTF-8, as curl -A sends it
+        ("caf\u00e9/1.0".encode("latin-1"), "caf\u00e9/1.0"),  # not UTF-8: kept as latin-1
+    ],
+)
+def test_a_non_ascii_user_agent_is_stored_as_sent(server, cat_jpeg, agent, stored):
+    base, data_dir = server
+    connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=60)
+    connection.putrequest("POST", "/api/v1/predict?top_k=1")
+    connection.putheader("Content-Type", "image/jpeg")
+    connection.putheader("Content-Length", str(len(cat_jpeg)))
+    connection.putheader("User-Agent", agent)  # raw bytes on the wire
+    connection.endheaders(cat_jpeg)
+    response = connection.getresponse()
+    assert response.status == 200
+    request_id = json.loads(response.read())["request_id"]
+    connection.close()
+    with sqlite3.connect(data_dir / "imgclass.db") as conn:
+        (agent_stored,) = conn.execute(
+            "SELECT u.user_agent FROM api_event_fact f JOIN user_dim u USING (user_key) "
+            "WHERE f.request_id = ?",
+            (request_id,),
+        ).fetchone()
+    assert agent_stored == stored
 
 
 def test_concurrent_clients_across_workers_lose_nothing(server, cat_jpeg):

@@ -45,6 +45,31 @@ def test_known_paths_in_the_data_file():
     assert names(517)[:3] == ["artifact", "instrumentality", "device"]  # crane, the machine
 
 
+def test_the_documented_examples_are_what_the_data_says():
+    # README (concept:N) and scripts/build_concepts.py describe the tree with these.
+    paths = imagenet_concepts().paths.values()
+    tops = {path[0].name for path in paths}
+    assert {"animal", "artifact", "matter", "relation", "natural_object", "person"} <= tops
+    assert "food" not in tops
+    animals = {path[3].name for path in paths if path[0].name == "animal" and len(path) > 3}
+    assert {"mammal", "bird", "reptile", "insect", "aquatic_vertebrate"} <= animals
+    assert "fish" not in animals
+    assert names(1)[3:5] == ["aquatic_vertebrate", "fish"]  # goldfish
+    assert names(963)[:3] == ["matter", "substance", "food"]  # pizza
+    assert names(967) == [  # espresso
+        "relation",
+        "part",
+        "substance",
+        "fluid",
+        "liquid",
+        "beverage",
+        "coffee",
+        "espresso",
+    ]
+    children = {path[1].name for path in paths}
+    assert {"chordate", "instrumentality", "substance"} <= children
+
+
 def test_labels_are_unique_and_comma_free():
     labels = imagenet_concepts().labels
     assert len(labels) == 1000 and len(set(labels.values())) == 1000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import random
 import sqlite3
 
@@ -10,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from imgclass.errors import BadRequest
-from imgclass.warehouse.cube import MEASURES, Cube, csv_lines, result_rows
+from imgclass.warehouse.cube import MEASURES, Cube, csv_lines, result_table
 from imgclass.warehouse.cube_params import parse_cube
 from imgclass.warehouse.db import make_engine
 from imgclass.warehouse.migrate import upgrade
@@ -171,10 +172,67 @@ def test_filters_select_the_same_rows_as_python(seeded, params, keep):
 
 
 def test_unknown_filter_values_give_empty_results(seeded):
+    # Users, IPs, classes… are open sets: a value nobody was recorded with has no events.
     cube, _ = seeded
-    for params in ({"user": "nobody"}, {"class": "unicorn"}, {"concept": "x' OR '1'='1"}):
+    for params in (
+        {"user": "nobody"},
+        {"class": "unicorn"},
+        {"user_agent": "x' OR '1'='1"},
+        {"image_format": "TIFF"},
+    ):
         assert cube.run(parse_cube({"group_by": "day", **params})).rows == []
         assert cube.totals(parse_cube(params)) == {"requests": 0}
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"concept": "unicorn"}, "concept"),
+        ({"concept": "dog,x' OR '1'='1"}, "concept"),
+        ({"concept:3": "unicorn"}, "concept:3"),
+        ({"concept:3": "dog"}, "concept:3"),  # a concept, but not at depth 3
+    ],
+)
+def test_unknown_concepts_are_refused(params, parameter):
+    # Concepts are the fixed WordNet tree shipped with the code: a name outside it is a typo.
+    with pytest.raises(BadRequest) as caught:
+        parse_cube(params)
+    assert caught.value.message.startswith(f"{parameter}: no concept named")
+
+
+@pytest.mark.parametrize(
+    ("given", "same_as"),
+    [
+        ({"concept": "Dog"}, {"concept": "dog"}),
+        ({"concept": "ANIMAL,Cat"}, {"concept": "animal,cat"}),
+        ({"concept": "N02084071"}, {"concept": "dog"}),
+        ({"concept:3": "Mammal"}, {"concept:3": "mammal"}),
+        ({"class": "TABBY,persian cat"}, {"class": "tabby,Persian_cat"}),
+        ({"class": "N02123045"}, {"class": "tabby"}),
+        ({"image_format": "png"}, {"image_format": "PNG"}),
+        ({"image_format": "Jpeg"}, {"image_format": "JPEG"}),
+    ],
+)
+def test_names_are_matched_whatever_their_case(seeded, given, same_as):
+    cube, _ = seeded
+    want = cube.run(parse_cube({"group_by": "user", **same_as})).rows
+    assert want, "the filter should match some rows"
+    assert cube.run(parse_cube({"group_by": "user", **given})).rows == want
+
+
+def test_a_name_that_differs_only_in_case_keeps_its_spelling():
+    # Cardigan (the corgi) and cardigan (the sweater): the exact spelling picks one.
+    assert parse_cube({"class": "Cardigan"}).filters == (("class", ("Cardigan",)),)
+    assert parse_cube({"concept": "cardigan"}).filters == (("concept", ("cardigan",)),)
+    assert parse_cube({"class": "CARDIGAN"}).filters == (("class", ("Cardigan", "cardigan")),)
+
+
+def test_a_concept_below_a_class_depth_is_the_class(seeded):
+    # pizza sits at depth 5; group_by=concept:8 shows it as pizza, and the filter agrees.
+    cube, rows = seeded
+    grouped = cube.run(parse_cube({"group_by": "concept:8", "concept:8": "pizza"})).rows
+    pizzas = sum(1 for r in rows if r.event.predicted and r.event.predicted.class_id == 963)
+    assert pizzas and grouped == [{"concept:8": "pizza", "requests": pizzas}]
 
 
 def test_order_limit_and_truncation(seeded):
@@ -191,23 +249,76 @@ def test_order_limit_and_truncation(seeded):
     assert latest.rows[0]["day"] == max(k[0] for k in expected(rows, ["day"], ["requests"]))
 
 
+def ranked(want: dict[tuple, dict]) -> list[tuple]:
+    """Keys by requests, most first, ties by the key (the cube's order=-requests)."""
+    return [k for k, _ in sorted(want.items(), key=lambda kv: (-kv[1]["requests"], kv[0]))]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5])
+def test_rollup_subtotals_follow_the_rows_that_limit_keeps(seeded, limit):
+    cube, rows = seeded
+    dims = ["year", "user", "class"]
+    result = cube.run(
+        parse_cube(
+            {"group_by": ",".join(dims), "order": "-requests", "limit": str(limit), "rollup": "1"}
+        )
+    )
+    shown = ranked(expected(rows, dims, ["requests"]))[:limit]
+    assert [tuple(r[d] for d in dims) for r in result.rows] == shown
+    assert result.truncated
+    subtotals = []
+    for level in (2, 1):
+        want = expected(rows, dims[:level], ["requests"])
+        groups = {key[:level] for key in shown}
+        # Each shown group's subtotal over all its rows, in the order of the query.
+        subtotals += [
+            dict(zip(dims[:level], key, strict=True)) | want[key]
+            for key in ranked(want)
+            if key in groups
+        ]
+    assert result.subtotals == subtotals
+    assert result.totals == {"requests": len(rows)}
+
+
 def test_pivot_turns_a_dimension_into_columns(seeded):
     cube, rows = seeded
     result = cube.run(
         parse_cube({"group_by": "day,cache_hit", "pivot": "cache_hit", "measures": "requests"})
     )
-    assert result.columns == ["day", "false", "true"]
+    assert result.columns == ["day", "cache_hit=false", "cache_hit=true"]
     want = expected(rows, ["day", "cache_hit"], ["requests"])
     for row in result.rows:
         for flag in (False, True):
             cell = want.get((row["day"], flag))
-            assert row[str(flag).lower()] == (cell["requests"] if cell else None)
+            assert row[f"cache_hit={str(flag).lower()}"] == (cell["requests"] if cell else None)
     two = cube.run(
         parse_cube(
             {"group_by": "fallback,user", "pivot": "fallback", "measures": "requests,errors"}
         )
     )
-    assert two.columns == ["user", "false|requests", "false|errors", "true|requests", "true|errors"]
+    assert two.columns == [
+        "user",
+        "fallback=false|requests",
+        "fallback=false|errors",
+        "fallback=true|requests",
+        "fallback=true|errors",
+    ]
+    codes = cube.run(parse_cube({"group_by": "year,error_code", "pivot": "error_code"}))
+    assert codes.columns[1] == "error_code=corrupt_image"
+    assert codes.columns[-1] == "error_code=null"  # the successful requests
+
+
+def test_pivoting_the_only_dimension_gives_a_row_per_measure(seeded):
+    cube, rows = seeded
+    result = cube.run(
+        parse_cube({"group_by": "cache_hit", "pivot": "cache_hit", "measures": "requests,errors"})
+    )
+    want = expected(rows, ["cache_hit"], ["requests", "errors"])
+    assert result.columns == ["measure", "cache_hit=false", "cache_hit=true"]
+    assert result.rows == [
+        {"measure": m, **{f"cache_hit={str(k[0]).lower()}": v[m] for k, v in want.items()}}
+        for m in ("requests", "errors")
+    ]
 
 
 def test_csv_has_a_header_and_marks_rollup_rows(seeded):
@@ -215,21 +326,55 @@ def test_csv_has_a_header_and_marks_rollup_rows(seeded):
     query = parse_cube(
         {"group_by": "year,fallback", "measures": "requests,avg_time_ms", "rollup": "1"}
     )
-    lines = list(csv_lines(*(lambda r: (r.columns, result_rows(r)))(cube.run(query))))
-    assert lines[0] == "year,fallback,requests,avg_time_ms\r\n"
-    assert lines[-1].startswith(f"(all),(all),{len(rows)},")
-    assert any(line.startswith("2026,(all),") for line in lines)
-    assert any(line.startswith("2027,true,") for line in lines)
-    columns, streamed = cube.stream(parse_cube({"group_by": "user", "order": "user"}))
-    assert columns == ["user", "requests"]
+    table = list(csv.reader(csv_lines(*result_table(cube.run(query)))))
+    assert table[0] == ["year", "fallback", "requests", "avg_time_ms", "_level"]
+    # Rolled-up cells are empty; _level counts the dimensions a row is grouped by.
+    assert table[-1][:3] + table[-1][4:] == ["", "", str(len(rows)), "0"]
+    assert any(row[:2] == ["2026", ""] and row[-1] == "1" for row in table)
+    assert any(row[:2] == ["2027", "true"] and row[-1] == "2" for row in table)
+    assert "(all)" not in {cell for row in table for cell in row}
+    columns, streamed, truncated = cube.stream(parse_cube({"group_by": "user", "order": "user"}))
+    assert columns == ["user", "requests"] and not truncated
     assert [r[0] for r in streamed] == ["alice", "anonymous", "bob", "carol"]
+
+
+@pytest.mark.parametrize(("limit", "truncated"), [(3, True), (4, False), (5, False)])
+def test_a_stream_says_whether_limit_cut_rows_before_sending_them(seeded, limit, truncated):
+    cube, _ = seeded
+    query = parse_cube({"group_by": "user", "order": "-user", "limit": str(limit)})
+    _, streamed, cut = cube.stream(query)
+    assert cut is truncated  # known before the first row is read
+    assert [r[0] for r in streamed] == ["carol", "bob", "anonymous", "alice"][:limit]
+    empty = parse_cube({"group_by": "user", "user": "nobody", "limit": "1"})
+    _, nothing, cut = cube.stream(empty)
+    assert list(nothing) == [] and cut is False
+
+
+def test_csv_neutralises_formulas():
+    rows = [['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "\tx", "a=b", -3, 1.5, None]]
+    table = list(
+        csv.reader(csv_lines(["user", "b", "c", "d", "e", "f", "g", "h", "i"], iter(rows)))
+    )
+    assert table[1] == [
+        '\'=HYPERLINK("http://x")',
+        "'+1",
+        "'-2",
+        "'@SUM(A1)",
+        "'\tx",
+        "a=b",
+        "-3",  # numbers are numbers
+        "1.5",
+        "",
+    ]
 
 
 @pytest.mark.parametrize(
     ("params", "parameter"),
     [
         ({"group_by": "day,colour"}, "group_by"),
-        ({"group_by": "concept:99"}, "concept:99"),
+        ({"group_by": "concept:99"}, "group_by"),
+        ({"group_by": "day,concept:x"}, "group_by"),
+        ({"concept:99": "dog"}, "concept:99"),
         ({"group_by": "day,day"}, "group_by"),
         ({"measures": "requests,speed"}, "measures"),
         ({"colour": "red"}, "colour"),
@@ -246,6 +391,8 @@ def test_csv_has_a_header_and_marks_rollup_rows(seeded):
         ({"limit": "-5"}, "limit"),
         ({"limit": "100000000000000000000"}, "limit"),
         ({"order": "-errors"}, "order"),
+        ({"order": "--requests"}, "order"),
+        ({"order": "+-requests"}, "order"),
         ({"group_by": "day", "order": "class"}, "order"),
         ({"group_by": "day", "pivot": "class"}, "pivot"),
         ({"group_by": "day,class", "pivot": "class", "rollup": "true"}, "pivot"),

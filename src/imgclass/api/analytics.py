@@ -12,7 +12,7 @@ from imgclass.app import services
 from imgclass.errors import BadRequest
 from imgclass.ops.auth import require_admin
 from imgclass.warehouse import analytics
-from imgclass.warehouse.cube import Cube, csv_lines, result_rows
+from imgclass.warehouse.cube import Cube, csv_lines, result_table
 from imgclass.warehouse.cube_params import parse_cube
 from imgclass.warehouse.recorder import utc_now
 
@@ -64,7 +64,7 @@ def cube():
           schema: {type: string, enum: ["true", "false", "1", "0", "yes", "no"]}
         - name: pivot
           in: query
-          description: one of the group_by dimensions, whose values become columns
+          description: one of the group_by dimensions, whose values become columns named DIM=value
           schema: {type: string, maxLength: 64}
         - name: format
           in: query
@@ -72,6 +72,10 @@ def cube():
       responses:
         "200":
           description: the answer
+          headers:
+            X-Truncated:
+              description: "CSV: true when more rows matched than `limit` (JSON: `truncated`)"
+              schema: {type: string, enum: ["true", "false"]}
           content:
             application/json:
               schema: CubeResponse
@@ -93,14 +97,19 @@ def cube():
     if fmt == "json":
         return jsonify(Cube(engine).run(query).to_json())
     if query.pivot is None and not query.rollup:
-        columns, rows = Cube(engine).stream(query)
+        columns, rows, truncated = Cube(engine).stream(query)
     else:
         result = Cube(engine).run(query)
-        columns, rows = result.columns, result_rows(result)
+        (columns, rows), truncated = result_table(result), result.truncated
     return Response(
         csv_lines(columns, rows),
         mimetype="text/csv",
-        headers={"Content-Disposition": 'inline; filename="cube.csv"'},
+        headers={
+            "Content-Disposition": 'inline; filename="cube.csv"',
+            # CSV has no place for JSON's "truncated": without this a cut-off file
+            # would look complete.
+            "X-Truncated": "true" if truncated else "false",
+        },
     )
 
 

@@ -213,5 +213,18 @@ def _requester(user_id: int, username: str) -> Requester:
         user_id=user_id,
         username=username,
         ip_address=services(current_app).ip_policy(request.remote_addr or "unknown"),
-        user_agent=request.headers.get("User-Agent", "")[:512],
+        user_agent=header_text(request.headers.get("User-Agent", ""))[:512],
     )
+
+
+def header_text(value: str) -> str:
+    """A header's text as the client sent it.
+
+    WSGI hands headers over as latin-1 strings (PEP 3333) while clients send UTF-8, so
+    "ü" arrives as "Ã¼": the latin-1 string's bytes are decoded as UTF-8, and a header
+    whose bytes are not UTF-8 (real latin-1) is kept as it came.
+    """
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value

@@ -56,6 +56,6 @@ def install_security(app: Flask, settings: Settings) -> None:
             app,
             resources={r"/api/*": {"origins": settings.cors_origins}},
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            expose_headers=["X-Request-ID", "Retry-After", "X-Truncated"],
             max_age=600,
         )

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 from sqlalchemy import Engine, select
 
-from imgclass.warehouse.concepts import imagenet_concepts, normalize_name
+from imgclass.warehouse.concepts import imagenet_concepts, resolve_concept
 from imgclass.warehouse.cube import Cube, CubeQuery, where_clauses
 from imgclass.warehouse.cube_params import (
     FILTER_PARAMS,
@@ -190,13 +190,15 @@ def latest_events(engine: Engine, params: Mapping[str, str]) -> dict:
 
 
 def _find_concept(engine: Engine, raw: str):
-    wanted = normalize_name(raw)
-    with engine.connect() as conn:
-        found = conn.execute(
-            select(concept_dim).where(
-                (concept_dim.c.wnid == wanted) | (concept_dim.c.name == wanted)
-            )
-        ).all()
+    wanted = resolve_concept(raw)  # case aside, as the concept filters take it
+    found = []
+    if wanted:
+        with engine.connect() as conn:
+            found = conn.execute(
+                select(concept_dim).where(
+                    concept_dim.c.wnid.in_(wanted) | concept_dim.c.name.in_(wanted)
+                )
+            ).all()
     if not found:
         raise bad("parent", f"no concept named {raw[:40]!r} (give a name like dog, or a wnid)")
     if len(found) > 1:

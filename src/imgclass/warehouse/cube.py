@@ -104,7 +104,8 @@ DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
 MAX_PIVOT_COLUMNS = 200
 MAX_PIVOT_SOURCE_ROWS = 100_000
-ALL = "(all)"  # CSV marker of a rolled-up dimension in subtotal and total rows
+LEVEL_COLUMN = "_level"  # with rollup: how many group_by dimensions a table row is grouped by
+MEASURE_COLUMN = "measure"  # labels the rows of a pivot without other dimensions
 
 f = api_event_fact
 ts = f.c.timestamp_key
@@ -390,10 +391,15 @@ def _key_in(column: ColumnElement, table, key: str, where: ColumnElement) -> Col
 def _concept_match(
     source: Source, values: tuple[str, ...], depth: int | None = None
 ) -> ColumnElement:
-    """class_key of every class under a concept named (or with the wnid) in ``values``."""
+    """class_key of every class under a concept named (or with the wnid) in ``values``.
+
+    With ``depth``: whose ``concept:depth`` is one of them. That is the class's depth in
+    ``class_concept``, not the concept's own: below its own depth a class is its own
+    concept (``concept:8`` of pizza, at depth 5, is pizza), as ``group_by`` shows it.
+    """
     wanted = or_(concept_dim.c.name.in_(values), concept_dim.c.wnid.in_(values))
     if depth is not None:
-        wanted = and_(wanted, concept_dim.c.depth == depth)
+        wanted = and_(wanted, class_concept.c.depth == depth)
     classes = (
         select(class_dim.c.class_key)
         .join(class_concept, class_concept.c.class_id == class_dim.c.class_id)
@@ -646,33 +652,72 @@ class Cube:
         if query.rollup:
             result.subtotals = []
             for level in range(len(query.group_by) - 1, 0, -1):
-                rows, truncated = self._grouped(query, query.group_by[:level], (), query.limit)
-                result.subtotals += rows
-                result.truncated = result.truncated or truncated
+                result.subtotals += self._subtotals(query, level, result.rows)
             result.totals = self.totals(query)
         return result
+
+    def _subtotals(self, query: CubeQuery, level: int, shown: list[dict]) -> list[dict]:
+        """Subtotals by the first ``level`` dimensions, for the groups of the ``shown`` rows.
+
+        ``limit`` caps the rows, so the subtotals follow them: one per group a shown row
+        belongs to (each over all of that group's rows, shown or not), in the query's
+        order as far as it names their columns. The database still groups everything;
+        only the wanted groups are converted and kept.
+        """
+        dims = query.group_by[:level]
+        wanted = {tuple(row[d] for d in dims) for row in shown}
+        if not wanted:
+            return []
+        order = tuple((n, desc) for n, desc in query.order if n in dims or n in query.measures)
+        stmt, _labels = self.statement(query, dims, order, None)
+        convert_dims = [_converter(name) for name in dims]
+        convert_measures = [(name, _converter(name)) for name in query.measures]
+        found = []
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=2000).execute(stmt)
+            for row in result:
+                key = tuple(c(v) for c, v in zip(convert_dims, row[:level], strict=True))
+                if key not in wanted:
+                    continue
+                values = row[level:]
+                found.append(
+                    dict(zip(dims, key, strict=True))
+                    | {name: c(v) for (name, c), v in zip(convert_measures, values, strict=True)}
+                )
+                if len(found) == len(wanted):
+                    break
+        return found
 
     def totals(self, query: CubeQuery) -> dict:
         """The measures over every row the filters select (no grouping)."""
         return self._grouped(query, (), (), 1)[0][0]
 
-    def stream(self, query: CubeQuery) -> tuple[list[str], Iterator[list]]:
-        """(columns, rows as lists) of a plain query, read from the database as sent.
+    def stream(self, query: CubeQuery) -> tuple[list[str], Iterator[list], bool]:
+        """(columns, rows as lists, truncated) of a plain query, read as they are sent.
 
-        The statement is built now, so a bad query fails before anything is sent; the
-        rows are fetched while the caller iterates (e.g. a streamed CSV response).
+        The statement runs now, so a bad query or an unreachable database fails before
+        anything is sent, and the first row tells whether ``limit`` cut any off (a window
+        count of the groups rides along with each row): a streamed CSV can say so in
+        its headers. The remaining rows are fetched while the caller iterates.
         """
         stmt, labels = self.statement(query, query.group_by, query.order, query.limit)
+        stmt = stmt.add_columns(func.count().over().label("groups"))
         columns = [*query.group_by, *query.measures]
 
-        def rows() -> Iterator[list]:
+        def rows() -> Iterator[Any]:
             with self.engine.connect() as conn:
                 result = conn.execution_options(stream_results=True, yield_per=2000).execute(stmt)
+                first = result.fetchone()
+                yield 0 if first is None else first._mapping["groups"]
+                if first is None:
+                    return
                 # The statement asks for limit + 1 rows (to detect truncation): send limit.
-                for row in itertools.islice(result, query.limit):
+                for row in itertools.islice(itertools.chain([first], result), query.limit):
                     yield [self._value(name, row._mapping[label]) for name, label in labels]
 
-        return columns, rows()
+        streamed = rows()
+        groups = next(streamed)
+        return columns, streamed, groups > query.limit
 
     def statement(self, query: CubeQuery, dims: Sequence[str], order, limit: int | None):
         """(SELECT, [(column, label)]) that groups ``query`` by ``dims`` (for EXPLAIN, too)."""
@@ -787,15 +832,28 @@ class Cube:
                 code="bad_request",
             )
 
-        def column(value: Any, measure: str) -> str:
-            text = (
-                "null"
-                if value is None
-                else str(value).lower()
-                if isinstance(value, bool)
-                else str(value)
+        if not row_dims:
+            # Pivoting the only dimension: one row per measure, labelled, so that even a
+            # selection without any value still has a header and a row.
+            cells: dict[str, dict] = {m: {MEASURE_COLUMN: m} for m in query.measures}
+            for value in values:
+                for m in query.measures:
+                    cells[m][pivot_column(pivot, value)] = None
+            for row in source:
+                for m in query.measures:
+                    cells[m][pivot_column(pivot, row[pivot])] = row[m]
+            return CubeResult(
+                [],
+                list(query.measures),
+                list(cells.values())[: query.limit],
+                len(cells) > query.limit,
+                pivot=pivot,
+                columns=[MEASURE_COLUMN, *(pivot_column(pivot, v) for v in values)],
             )
-            return text if len(query.measures) == 1 else f"{text}|{measure}"
+
+        def column(value: Any, measure: str) -> str:
+            name = pivot_column(pivot, value)
+            return name if len(query.measures) == 1 else f"{name}|{measure}"
 
         pivot_columns = [column(v, m) for v in values for m in query.measures]
         out: dict[tuple, dict] = {}
@@ -817,7 +875,26 @@ class Cube:
         )
 
 
+def pivot_column(pivot: str, value: Any) -> str:
+    """The name of a pivot value's column: ``user=alice``, ``cache_hit=true``, ``error_code=null``.
+
+    Prefixed with the dimension so that no value can take the name of another column
+    (a user called ``day``, or ``requests``): dimension and measure names never hold ``=``.
+    """
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    return f"{pivot}={text}"
+
+
 # -- CSV -----------------------------------------------------------------------------
+
+# Cells that a spreadsheet would run as a formula (CSV injection): prefixed with ' so that
+# a user agent or file name like "=HYPERLINK(…)" is shown as the text it is.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _csv_cell(value: Any) -> Any:
@@ -825,11 +902,13 @@ def _csv_cell(value: Any) -> Any:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
     return value
 
 
 def csv_lines(columns: Sequence[str], rows: Iterator[Sequence]) -> Iterator[str]:
-    """A header line, then one line per row (RFC 4180 quoting)."""
+    """A header line, then one line per row (RFC 4180 quoting, formulas neutralised)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
 
@@ -844,11 +923,25 @@ def csv_lines(columns: Sequence[str], rows: Iterator[Sequence]) -> Iterator[str]
         yield line(row)
 
 
-def result_rows(result: CubeResult) -> Iterator[list]:
-    """The rows of a result for CSV, then subtotal and total rows (rolled-up cells: ALL)."""
-    for row in result.rows:
-        yield [row.get(c) for c in result.columns]
-    for row in result.subtotals or []:
-        yield [row.get(c, ALL) if c in result.dimensions else row.get(c) for c in result.columns]
-    if result.totals is not None:
-        yield [ALL if c in result.dimensions else result.totals.get(c) for c in result.columns]
+def result_table(result: CubeResult) -> tuple[list[str], Iterator[list]]:
+    """(columns, rows) of a result as a table: its rows, then subtotals and the total.
+
+    With rollup a last column, ``_level``, says how many ``group_by`` dimensions a row is
+    grouped by (all of them on the rows, fewer on subtotals, 0 on the total), and the
+    rolled-up cells are None (empty in CSV): no marker a real value could also be.
+    """
+    rollup = result.totals is not None
+    columns = [*result.columns, LEVEL_COLUMN] if rollup else list(result.columns)
+    everything = len(result.dimensions)
+
+    def rows() -> Iterator[list]:
+        for row in result.rows:
+            cells = [row.get(c) for c in result.columns]
+            yield [*cells, everything] if rollup else cells
+        for row in result.subtotals or []:
+            level = sum(1 for d in result.dimensions if d in row)
+            yield [*(row.get(c) for c in result.columns), level]
+        if result.totals is not None:
+            yield [*(result.totals.get(c) for c in result.columns), 0]
+
+    return columns, rows()

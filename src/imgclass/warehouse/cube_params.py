@@ -6,7 +6,9 @@ Shared by the HTTP API and ``imgclass stats`` so both accept exactly the same la
 * a filter per dimension (``user=alice,bob``, ``class=tabby``, ``day=2026-11-25``,
   ``status=4xx``, ``cache_hit=true``, ``concept=dog``): a comma-separated list of values,
   any of which matches. Values are read as one CSV record, so a value that contains a
-  comma is written in double quotes (``user_agent="Mozilla/5.0 (X11, Linux)"``);
+  comma is written in double quotes (``user_agent="Mozilla/5.0 (X11, Linux)"``).
+  Class and concept names and image formats are canonicalised here, in any case;
+  an unknown concept is refused (the concepts are a fixed, shipped set);
 * ``from``/``to``: ISO date or datetime, UTC unless it carries an offset; ``from`` is
   inclusive, a ``to`` date includes that whole day, a ``to`` datetime is exclusive;
 * ``limit`` (1…100000), ``rollup`` (true/false), ``pivot`` (one of the ``group_by``).
@@ -22,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 
 from imgclass.errors import BadRequest
-from imgclass.warehouse.concepts import imagenet_concepts, normalize_name
+from imgclass.warehouse.concepts import imagenet_concepts, resolve_class, resolve_concept
 from imgclass.warehouse.cube import (
     CONCEPT_PREFIX,
     DEFAULT_LIMIT,
@@ -100,19 +102,26 @@ def split_values(parameter: str, raw: str) -> tuple[str, ...]:
 # -- dimension names ---------------------------------------------------------------------
 
 
-def concept_depth(name: str) -> int | None:
-    """N for a ``concept:N`` dimension name, None for other names; 400 when N is invalid."""
+def concept_depth(name: str, parameter: str | None = None) -> int | None:
+    """N for a ``concept:N`` dimension name, None for other names; 400 when N is invalid.
+
+    The error names ``parameter`` (``group_by``) when the name is a value of one, else the
+    name itself (a ``concept:N=…`` filter parameter).
+    """
     if not name.startswith(CONCEPT_PREFIX):
         return None
     raw = name[len(CONCEPT_PREFIX) :]
     top = imagenet_concepts().max_depth
     if not raw.isdigit() or int(raw) > top:
-        raise bad(name, f"concept depth must be an integer from 0 to {top}")
+        raise bad(
+            parameter or name[:40],
+            f"{_shown(name)}: concept depth must be an integer from 0 to {top}",
+        )
     return int(raw)
 
 
 def check_dimension(parameter: str, name: str) -> str:
-    if name in DIMENSIONS or concept_depth(name) is not None:
+    if name in DIMENSIONS or concept_depth(name, parameter) is not None:
         return name
     raise bad(
         parameter,
@@ -199,9 +208,33 @@ def filter_values(name: str, raw: str) -> tuple:
         return tuple(_status_value(name, v) for v in values)
     if name in ("cache_hit", "fallback"):
         return tuple(_bool_value(name, v) for v in values)
-    if name == "class" or name == "concept" or name.startswith(CONCEPT_PREFIX):
-        return tuple(normalize_name(v) for v in values)
+    if name == "class":
+        return _flat(resolve_class(v) for v in values)
+    if name == "concept" or name.startswith(CONCEPT_PREFIX):
+        return _concepts(name, values)
+    if name == "image_format":
+        return tuple(v.upper() for v in values)  # Pillow's names: JPEG, PNG, WEBP, GIF
     return values
+
+
+def _flat(groups: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v for group in groups for v in group))
+
+
+def _concepts(name: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Concepts are a fixed set (the shipped WordNet paths): a name outside it is a typo."""
+    depth = concept_depth(name)
+    found = []
+    for value in values:
+        names = resolve_concept(value, depth)
+        if not names:
+            where = "" if depth is None else f" at depth {depth}"
+            raise bad(
+                name,
+                f"no concept named {_shown(value)}{where} (give a name like dog, or a wnid)",
+            )
+        found.append(names)
+    return _flat(found)
 
 
 def parse_moment(parameter: str, raw: str, *, end: bool) -> datetime:
@@ -284,7 +317,10 @@ def parse_cube(params: Mapping[str, str], *, extra: Iterable[str] = ()) -> CubeQ
     if params.get("order", "").strip():
         allowed = [d for d in group_by if d != pivot] + ([] if pivot else list(measures))
         for item in split_names("order", params["order"]):
-            name = item.lstrip("+-")
+            # One sign at most: "--requests" is a typo, not "descending".
+            name = item[1:] if item[:1] in ("+", "-") else item
+            if name[:1] in ("+", "-"):
+                raise bad("order", f"{_shown(item)}: one leading - (descending) at most")
             if name not in allowed:
                 raise bad(
                     "order",

@@ -16,12 +16,15 @@ truth goes into ``prediction_feedback``. The shape of the traffic:
   45 minutes (503 ``model_unavailable``, more fallback answers around it);
 * feedback on about 1.5% of answers, more often correct when the model was confident.
 
-The same ``seed`` gives the same events (their times relative to ``now``).
+The same ``seed`` gives the same events (their times relative to ``now``), except for
+their request ids: those carry a random run id as well, so that seeding a warehouse twice
+with one seed adds new requests instead of a second fact row under each old request id.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -123,9 +126,18 @@ def _times(rng: np.random.Generator, n: int, days: int, now: datetime) -> list[d
 
 
 def generate(
-    n: int, days: int, classes: Sequence[ClassFacts], now: datetime, seed: int = 0
+    n: int,
+    days: int,
+    classes: Sequence[ClassFacts],
+    now: datetime,
+    seed: int = 0,
+    run_id: str | None = None,
 ) -> tuple[list[Event], list[tuple[int, bool, int]]]:
-    """The events, and feedback as (event index, is_correct, true class id)."""
+    """The events, and feedback as (event index, is_correct, true class id).
+
+    Request ids are ``demo-<seed>-<run_id>-<index>``; ``run_id`` is random unless given.
+    """
+    run = secrets.token_hex(4) if run_id is None else run_id
     rng = np.random.default_rng(seed)
     people, shares = _requesters()
     ids = [c.class_id for c in classes]
@@ -149,16 +161,16 @@ def generate(
     for i, when in enumerate(times):
         requester = people[who[i]]
         in_outage = outage_start <= when < outage_end
-        request_id = f"demo-{seed}-{i:08d}"
+        request_id = f"demo-{seed}-{run}-{i:08d}"
         if roll[i, 0] < FAILURE_RATE or (in_outage and roll[i, 0] < 0.4):
             status, code, _ = (
                 FAILURES[failure_kind[i]] if not in_outage else (503, "model_unavailable", 0)
             )
             image = None
             if status in (415, 422):  # the upload had bytes: it is an image row
-                image = ImageFacts(
-                    hashlib.sha256(request_id.encode()).hexdigest(), f"upload-{i}.bin", 2048
-                )
+                # Content from the seed alone (not the run): the same seed, the same images.
+                content = f"demo-{seed}-{i:08d}".encode()
+                image = ImageFacts(hashlib.sha256(content).hexdigest(), f"upload-{i}.bin", 2048)
             events.append(
                 Event(
                     request_id,
@@ -233,9 +245,10 @@ def seed_demo(
     now: datetime,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    run_id: str | None = None,
 ) -> SeedResult:
     """Generate and record ``events`` synthetic events over the ``days`` days up to ``now``."""
-    generated, feedback = generate(events, days, classes, now, seed)
+    generated, feedback = generate(events, days, classes, now, seed, run_id)
     recorder = Recorder(engine)
     ids: list[int] = []
     for start in range(0, len(generated), BATCH):

@@ -180,10 +180,34 @@ function openBoard() {
 
 // ---- filters ---------------------------------------------------------------
 
-form.addEventListener("submit", (event) => {
-  event.preventDefault();
+/** Why the form's filters cannot be applied ("" when they can). */
+function formProblem() {
+  // Dates as YYYY-MM-DD compare as strings; "To" is inclusive, so equal dates are one day.
+  if (el.range.value === "custom" && el.from.value && el.to.value && el.from.value > el.to.value) {
+    return "“To” must be the same day as “From” or later.";
+  }
+  return "";
+}
+
+/** Apply the form, unless it is wrong: then say why and send nothing (the board keeps
+ * showing what the filters in force select). */
+function applyForm() {
+  const problem = formProblem();
+  const box = $("filters-error");
+  fill(box, problem);
+  show(box, Boolean(problem));
+  el.to.setAttribute("aria-invalid", problem ? "true" : "false");
+  if (problem) {
+    el.to.focus();
+    return;
+  }
   fromForm();
   refresh();
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  applyForm();
 });
 el.range.addEventListener("change", () => {
   for (const node of form.querySelectorAll(".custom-range")) show(node, el.range.value === "custom");
@@ -192,19 +216,15 @@ el.range.addEventListener("change", () => {
     el.from.value = new Date(Date.now() - 30 * 86400e3).toISOString().slice(0, 10);
   }
   el.grain.value = DEFAULT_GRAIN[el.range.value];
-  fromForm();
-  refresh();
+  applyForm();
 });
 for (const select of [el.grain]) {
-  select.addEventListener("change", () => {
-    fromForm();
-    refresh();
-  });
+  select.addEventListener("change", applyForm);
 }
 $("reset").addEventListener("click", () => {
   Object.assign(state, { range: "30d", from: "", to: "", user: "", class: "", concept: "", grain: "day" });
   toForm();
-  refresh();
+  applyForm();
 });
 
 function setFilter(name, value) {
@@ -270,6 +290,7 @@ async function refresh() {
       try {
         const body = await call();
         if (gen !== generation || signedOut) return;
+        panelsFailed(panels, "");
         render(body);
         board.dataset.drawn = String(gen); // the latest refresh that has drawn something
       } catch (err) {
@@ -281,6 +302,7 @@ async function refresh() {
           return;
         }
         failures.push(`${name}: ${describe(err)}`);
+        panelsFailed(panels, describe(err));
         if (!(err instanceof ApiError)) console.error(err);
       } finally {
         if (gen === generation) for (const id of panels) $(id).removeAttribute("aria-busy");
@@ -297,6 +319,31 @@ async function refresh() {
 }
 
 // ---- panels ------------------------------------------------------------------
+
+/**
+ * Mark panels whose call failed (message) or succeeded (""). A failed panel hides what it
+ * showed before, which belongs to other filters, and says why instead: figures left on
+ * screen would read as the answer to the filters now in force.
+ */
+function panelsFailed(ids, message) {
+  for (const id of ids) {
+    const panel = $(id);
+    panel.classList.toggle("is-failed", Boolean(message));
+    let note = panel.querySelector(":scope > .panel-error");
+    if (!note && message) {
+      note = h("p", { class: "panel-error", role: "status" });
+      panel.append(note);
+    }
+    if (note) {
+      fill(note, message ? `Could not load: ${message}` : "");
+      show(note, Boolean(message));
+    }
+    if (message && id === "kpis") {
+      for (const node of panel.querySelectorAll("[data-kpi]")) node.textContent = "–";
+      for (const node of panel.querySelectorAll("[data-kpi-note]")) node.textContent = "";
+    }
+  }
+}
 
 function panelEmpty(panelId, empty) {
   const panel = $(panelId);
