@@ -234,6 +234,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(openapi.bp)  # /api/v1/openapi.json and /api/docs
 
+    from imgclass.api.body import BodyErrors
+
+    app.wsgi_app = BodyErrors(app.wsgi_app)  # a badly framed body is a 400, not a 500
     # Last: they wrap every blueprint registered above.
     install_security(app, settings)
     install_rate_limits(app, settings)

@@ -3,7 +3,8 @@
 gunicorn (a real ``imgclass serve``): the request line, the number and size of header
 fields (414/431 before the app sees the request), and its worker timeout (a worker that stops
 answering is killed and replaced). The app inside it: the body limit (Flask's
-MAX_CONTENT_LENGTH from ``IMGCLASS_MAX_UPLOAD_BYTES``), with and without a Content-Length.
+MAX_CONTENT_LENGTH from ``IMGCLASS_MAX_UPLOAD_BYTES``), with and without a Content-Length,
+and a chunked body whose framing is broken (a 400, not a 500).
 nginx (the shipped config, tests/support/nginx.py): a replica that never answers, and a
 client that stops sending its body. nginx's body-size limit and header timeout have their own
 tests (tests/deploy/test_nginx.py, tests/e2e/test_slowloris.py).
@@ -16,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import threading
 import time
 
@@ -125,6 +127,36 @@ def test_the_app_refuses_a_chunked_body_over_the_upload_limit(server, cat_jpeg):
     answer = exchange(server.port, predict_head(None) + chunked(big))
     assert status_of(answer) == 413
     assert body_of(answer)["error"]["code"] == "payload_too_large"
+
+
+BAD_CHUNK = b"zz\r\nab\r\n0\r\n\r\n"  # "zz" is not a chunk size
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/api/v1/predict", "image/jpeg"),
+        ("/api/v1/predict", "multipart/form-data; boundary=x"),
+        ("/api/v1/feedback", "application/json"),
+    ],
+)
+def test_a_malformed_chunked_body_is_a_400_not_a_500(server, path, content_type):
+    # gunicorn parses chunked framing while the app reads the body; its parse error used to
+    # reach the app's last-resort handler (500 internal_error with a traceback in the log).
+    head = [f"POST {path} HTTP/1.1", "Host: x", "Connection: close"]
+    head += [f"Content-Type: {content_type}", "Transfer-Encoding: chunked"]
+    answer = exchange(server.port, ("\r\n".join(head) + "\r\n\r\n").encode() + BAD_CHUNK)
+    assert status_of(answer) == 400, answer[:300]
+    error = body_of(answer)["error"]
+    assert error["code"] == "malformed_body" and error["request_id"]
+    assert "Invalid chunk size" in error["message"]
+    if path == "/api/v1/predict":  # refused like any other bad upload: recorded as a failure
+        with sqlite3.connect(server.data_dir / "imgclass.db") as db:
+            row = db.execute(
+                "SELECT status_code, error_code FROM api_event_fact WHERE request_id = ?",
+                (error["request_id"],),
+            ).fetchone()
+        assert row == (400, "malformed_body")
 
 
 def test_gunicorn_replaces_a_worker_that_stops_answering(server, cat_jpeg):
