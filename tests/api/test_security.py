@@ -105,6 +105,20 @@ def test_per_key_limit_follows_the_key_across_addresses(make, admin_key):
     assert client.get("/api/v1/models").status_code == 200
 
 
+def test_per_key_limit_counts_every_spelling_of_the_header_as_one_key(make, admin_key):
+    # Authentication accepts any case of the scheme and extra spaces; the bucket used to be
+    # the raw header's hash, so each spelling got a fresh budget for the same key.
+    client = make(rate_limit_per_ip="", rate_limit_per_key="5/minute")
+    statuses = [
+        client.get("/api/v1/models", headers={"Authorization": f"Bearer {admin_key}"}).status_code
+        for _ in range(6)
+    ]
+    assert statuses == [200] * 5 + [429]
+    for spelling in ("bearer {}", "BEARER {}", "Bearer  {}", "BeArEr {}", " Bearer {} "):
+        auth = {"Authorization": spelling.format(admin_key)}
+        assert client.get("/api/v1/models", headers=auth).status_code == 429, spelling
+
+
 def test_a_limited_predict_is_refused_before_any_work(make, cat_jpeg):
     """A flood must not cost a decode, a model run or a warehouse write per request."""
     client = make(rate_limit_per_ip="1/minute", rate_limit_per_key="")

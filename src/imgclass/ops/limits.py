@@ -9,6 +9,8 @@ Redis and hold across workers and replicas; otherwise each worker counts for its
 
 Keys are bucketed by a hash of the presented bearer token, never the token itself, and
 without a database lookup: an unknown key still spends its bucket before it is refused.
+The token is the one authentication reads (``ops.auth.bearer_key``): ``bearer K``,
+``BEARER K`` and ``Bearer  K`` are the same key, so they share one bucket.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from flask_limiter import Limiter
 
 from imgclass.api.errors import UNAVAILABLE_RETRY_AFTER_S
 from imgclass.config import Settings
+from imgclass.errors import Unauthorized
+from imgclass.ops.auth import bearer_key
 
 # Probes and scrapes must never be throttled: a limited /readyz would take a healthy
 # replica out of its load balancer.
@@ -32,7 +36,13 @@ def client_ip() -> str:
 
 def presented_key() -> str:
     header = request.headers.get("Authorization", "")
-    return hashlib.sha256(header.encode()).hexdigest()[:32]
+    try:
+        # Parsed as authentication parses it: hashing the raw header gave every spelling of
+        # the scheme and its spacing a fresh bucket for the same key.
+        token = bearer_key(header) or ""
+    except Unauthorized:
+        token = header  # refused with a 401 anyway; it still spends a bucket
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
