@@ -14,6 +14,7 @@ ops/multiproc.py); an exited worker's live gauges are dropped in ``child_exit``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import multiprocessing
 
@@ -40,7 +41,7 @@ class ImgclassServer(BaseApplication):
         s = self.settings
         cpu = s.cpu_plan
         options = {
-            "bind": f"{s.host}:{s.port}",
+            "bind": bind_address(s.host, s.port),
             "workers": cpu.workers,
             "threads": cpu.threads,
             "worker_class": "gthread",
@@ -74,6 +75,20 @@ class ImgclassServer(BaseApplication):
             update={"auto_migrate": False, "bootstrap_admin": False}
         )
         return create_app(worker_settings)
+
+
+def bind_address(host: str, port: int) -> str:
+    """gunicorn's ``bind`` for ``host``: an IPv6 address in brackets (``[::]:8000``).
+
+    gunicorn splits ``HOST:PORT`` at the last colon, so ``:::8000`` was host ``::`` … and
+    port ``''`` ("'' is not a valid port number").
+    """
+    try:
+        if ipaddress.ip_address(host.strip("[]")).version == 6:
+            return f"[{host.strip('[]')}]:{port}"
+    except ValueError:
+        pass  # a name (localhost, a container's hostname)
+    return f"{host}:{port}"
 
 
 def _child_exit(_arbiter, worker) -> None:

@@ -22,6 +22,20 @@ def test_truncation_keeps_the_network_only():
     assert truncate_ip("not an address") == "unknown"
 
 
+def test_an_ipv4_mapped_address_is_truncated_as_ipv4():
+    # What a dual-stack listener reports for an IPv4 client; its /48 was "::" for all of them.
+    assert truncate_ip("::ffff:203.0.113.77") == "203.0.113.0"
+    assert truncate_ip("::ffff:127.0.0.1") == "127.0.0.0"
+    assert truncate_ip("2001:DB8:ABCD:1234:0:0:0:1") == "2001:db8:abcd::"
+
+
+def test_one_address_has_one_hash_however_it_is_written():
+    key = b"k1"
+    assert hash_ip("2001:DB8:ABCD:1234:0:0:0:1", key) == hash_ip("2001:db8:abcd:1234::1", key)
+    assert hash_ip("::ffff:203.0.113.77", key) == hash_ip("203.0.113.77", key)
+    assert hash_ip("2001:db8:abcd:1234::1", key) != hash_ip("2001:db8:abcd:1234::2", key)
+
+
 def test_keyed_hash_is_stable_and_key_dependent():
     assert hash_ip("203.0.113.77", b"k1") == hash_ip("203.0.113.77", b"k1")
     assert hash_ip("203.0.113.77", b"k1") != hash_ip("203.0.113.77", b"k2")
