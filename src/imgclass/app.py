@@ -175,6 +175,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.config["MAX_FORM_PARTS"] = settings.max_files_per_request + 16
+    from imgclass.api.form_limits import MAX_FILES_CONFIG, FileCountingRequest
+
+    # Counts file parts while the form is parsed: too many is 400 too_many_files, not 413.
+    app.request_class = FileCountingRequest
+    app.config[MAX_FILES_CONFIG] = settings.max_files_per_request
     app.json.sort_keys = False
 
     engine = make_engine(
