@@ -227,19 +227,44 @@ def db_prune(older_than, yes) -> None:
 
 
 def _parse_cutoff(raw: str, now):
-    from datetime import datetime, timedelta
+    """The cut-off of ``--older-than``: ``now`` less N days (N >= 1), or a past ISO date/time.
+
+    Every refusal is a one-line usage error (exit 2): a cut-off of 0 days or in the future
+    would delete events seconds old, and a number of days past ``datetime``'s range used to
+    end in an OverflowError traceback.
+    """
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    def bad(message: str) -> click.BadParameter:
+        return click.BadParameter(message, param_hint="--older-than")
 
     text = raw.strip().lower()
-    days = text.removesuffix("d")
-    if days.isdigit():
-        return now - timedelta(days=int(days))
+    days = re.fullmatch(r"([+-]?\d+)d?", text)
+    if days:
+        n = int(days.group(1))
+        if n < 1:
+            raise bad(f"{raw!r}: give at least 1 day (0 or fewer would delete every event)")
+        try:
+            return now - timedelta(days=n)
+        except OverflowError:
+            raise bad(
+                f"{raw!r}: {n:,} days is before the year 1; give a smaller number of days"
+            ) from None
     try:
-        return datetime.fromisoformat(raw.strip()).replace(tzinfo=None)
+        cutoff = datetime.fromisoformat(raw.strip())
     except ValueError:
-        raise click.BadParameter(
-            f"{raw!r} is neither a number of days (90d) nor an ISO date (2026-01-31)",
-            param_hint="--older-than",
+        raise bad(
+            f"{raw!r} is neither a number of days (90d) nor an ISO date (2026-01-31)"
         ) from None
+    if cutoff.tzinfo is not None:  # the warehouse's times are naive UTC
+        cutoff = cutoff.astimezone(UTC).replace(tzinfo=None)
+    if cutoff > now:
+        raise bad(
+            f"{raw!r} is in the future (now is {now:%Y-%m-%d %H:%M} UTC): it would delete "
+            "every event"
+        )
+    return cutoff
 
 
 db.add_command(migrate_sqlite_to_postgres)

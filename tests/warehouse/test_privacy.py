@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
@@ -166,6 +167,26 @@ def test_prune_deletes_old_events_and_unused_dimension_rows(app, settings, cat_j
 
     bad = CliRunner().invoke(main, ["db", "prune", "--older-than", "soon", "--yes"], env=env)
     assert bad.exit_code != 0 and "neither a number of days" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("older_than", "says"),
+    [
+        ("999999999d", "before the year 1"),  # was an OverflowError traceback
+        ("0", "at least 1 day"),  # was: every event deleted, even seconds-old ones
+        ("0d", "at least 1 day"),
+        ("-5d", "at least 1 day"),
+        ("2999-01-01", "is in the future"),  # was accepted: every event deleted
+    ],
+)
+def test_prune_refuses_a_cutoff_that_is_not_in_the_past(app, settings, cat_jpeg, older_than, says):
+    post_files(app.test_client(), [("new.jpg", cat_jpeg)])
+    env = {"IMGCLASS_DATA_DIR": str(settings.data_dir)}
+    result = CliRunner().invoke(main, ["db", "prune", "--older-than", older_than, "--yes"], env=env)
+    assert result.exit_code == 2, result.output
+    assert says in result.output and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert count(app, "SELECT COUNT(*) FROM api_event_fact") == 1
 
 
 def test_a_running_server_heals_when_prune_removes_a_cached_row(app, settings, cat_jpeg):
