@@ -127,10 +127,13 @@ def prepare_storage(settings: Settings, engine: Engine) -> None:
 
 
 def bootstrap_admin(settings: Settings, users: UserStore) -> str | None:
-    """Create an admin if there is none; print its key once and save it (mode 0600).
+    """Create an admin if there is none; save its key (mode 0600), and show it on a terminal.
 
-    With ``IMGCLASS_ADMIN_KEY`` the admin gets that key, which is neither printed nor
-    saved: the operator already has it (replicas with throwaway disks, a secret store).
+    The key is printed only when stderr is a terminal: otherwise stderr is the log stream
+    (a container's, a journal), which keeps it for anyone who may read logs, so the log
+    says only where the key file is. With ``IMGCLASS_ADMIN_KEY`` the admin gets that key,
+    which is neither printed nor saved: the operator already has it (replicas with
+    throwaway disks, a secret store).
     """
     if users.has_active_admin():
         return None
@@ -152,11 +155,14 @@ def bootstrap_admin(settings: Settings, users: UserStore) -> str | None:
     with os.fdopen(fd, "w") as fh:
         fh.write(key + "\n")
     os.chmod(path, 0o600)
-    print(
-        f"Created admin user {name!r}. Its API key (shown once, also saved to {path}):\n{key}",
-        file=sys.stderr,
-        flush=True,
-    )
+    if sys.stderr.isatty():
+        print(
+            f"Created admin user {name!r}. Its API key (shown once, also saved to {path}):\n{key}",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        log.info("created admin user %r; its API key is in %s (mode 0600)", name, path)
     return key
 
 

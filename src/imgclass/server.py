@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import multiprocessing
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from imgclass.config import (
@@ -30,6 +31,21 @@ from imgclass.ops import multiproc
 from imgclass.warehouse.db import make_engine
 
 log = logging.getLogger(__name__)
+
+
+class ServerLogger(glogging.Logger):
+    """gunicorn's logger, writing through the root logger's handler (``ops/logs.py``).
+
+    gunicorn gives its error log a stderr handler of its own in its text format, so with
+    ``IMGCLASS_LOG_FORMAT=json`` its lines (booting workers, worker timeouts, crashes) were
+    plain text in the middle of the JSON stream. Handing them to the root logger gives them
+    the configured format, like every other line.
+    """
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        self.error_log.handlers.clear()
+        self.error_log.propagate = True
 
 
 class ImgclassServer(BaseApplication):
@@ -57,6 +73,7 @@ class ImgclassServer(BaseApplication):
             "graceful_timeout": 30,
             "keepalive": 5,
             "loglevel": s.log_level.lower(),
+            "logger_class": ServerLogger,
             "proc_name": "imgclass",
             # gunicorn's control socket lives at one fixed path per user, so several
             # servers on a machine would clobber each other's; we do not use it.

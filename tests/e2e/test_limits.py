@@ -59,8 +59,9 @@ def get(port: int, target: str = "/healthz", headers: list[str] = ()) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_dir):
+    root = tmp_path_factory.mktemp("limits")
     srv = Server(
-        tmp_path_factory.mktemp("limits") / "data",
+        root / "data",
         model_dir,
         {
             **UNDER_LOAD,
@@ -68,6 +69,7 @@ def server(tmp_path_factory, model_dir):
             "max_upload_bytes": str(MAX_UPLOAD),
             "request_timeout_s": str(WORKER_TIMEOUT_S),
         },
+        log_path=root / "serve.log",
     )
     srv.start()
     yield srv
@@ -177,6 +179,9 @@ def test_gunicorn_replaces_a_worker_that_stops_answering(server, cat_jpeg):
     server.wait_ready(60)  # a replacement took over, without anyone restarting the server
     assert len(server.workers()) == 1
     assert status_of(exchange(server.port, predict_head(len(cat_jpeg)) + cat_jpeg)) == 200
+    # gunicorn's report of it is a JSON line like every other (it was plain text).
+    lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line]
+    assert any(f"WORKER TIMEOUT (pid:{worker})" in r["message"] for r in lines)
 
 
 class SilentUpstream:
