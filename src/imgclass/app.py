@@ -26,7 +26,7 @@ from imgclass.ops.security import install_security
 from imgclass.service import PredictionService
 from imgclass.vision.classifier import OnnxClassifier, model_path
 from imgclass.vision.fallback import ModelChain
-from imgclass.warehouse.db import make_engine, same_database
+from imgclass.warehouse.db import make_engine, private_dir, same_database
 from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.recorder import Recorder
 from imgclass.warehouse.users import UserError, UserStore
@@ -119,7 +119,7 @@ def build_ip_policy(settings: Settings) -> IpPolicy:
 
 def prepare_storage(settings: Settings, engine: Engine) -> None:
     """Migrate the schema and make sure an admin exists (first start)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     if settings.auto_migrate:
         upgrade(engine)
     if settings.bootstrap_admin:

@@ -191,11 +191,11 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply pending migrations (creates the database if needed)."""
-    from imgclass.warehouse.db import make_engine
+    from imgclass.warehouse.db import make_engine, private_dir
     from imgclass.warehouse.migrate import current_revision, upgrade
 
     settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     engine = make_engine(settings.effective_database_url, **settings.engine_options)
     upgrade(engine)
     click.echo(f"database at revision {current_revision(engine)}")
@@ -276,12 +276,12 @@ def users() -> None:
 
 
 def _user_store():
-    from imgclass.warehouse.db import make_engine
+    from imgclass.warehouse.db import make_engine, private_dir
     from imgclass.warehouse.migrate import upgrade
     from imgclass.warehouse.users import UserStore
 
     settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     engine = make_engine(settings.effective_database_url, **settings.engine_options)
     upgrade(engine)
     return UserStore(engine)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -60,6 +61,31 @@ def test_the_warehouse_stores_what_the_policy_says(settings, cat_jpeg):
     assert key_file.stat().st_mode & 0o777 == 0o600
     again = stored_ips(settings, cat_jpeg, "203.0.113.77", ip_storage="hashed")[-1]
     assert again == hashed
+
+
+@pytest.fixture
+def usual_umask():
+    previous = os.umask(0o022)  # the common default: new files 0644, directories 0755
+    yield
+    os.umask(previous)
+
+
+def test_the_data_dir_and_database_files_are_owner_only(usual_umask, settings, cat_jpeg):
+    # The database holds addresses, user agents, filenames and key hashes; it was created
+    # 0644 (with its -wal and -shm) next to the 0600 admin-token and ip-hash-key.
+    assert not settings.data_dir.exists()
+    app = create_app(settings.model_copy(update={"ip_storage": "hashed"}))
+    assert post_files(app.test_client(), [("a.jpg", cat_jpeg)]).status_code == 200
+    data = settings.data_dir
+    db_files = [data / f"imgclass.db{suffix}" for suffix in ("", "-wal", "-shm")]
+    assert all(path.exists() for path in db_files)  # WAL mode, a connection still open
+    modes = {
+        path.name: path.stat().st_mode & 0o777
+        for path in (*db_files, data / "admin-token", data / "ip-hash-key")
+    }
+    assert modes == dict.fromkeys(modes, 0o600)
+    assert data.stat().st_mode & 0o777 == 0o700
+    services(app).engine.dispose()
 
 
 DISTINCT_USERS = (
