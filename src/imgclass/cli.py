@@ -337,22 +337,43 @@ def users_revoke(name) -> None:
 @users.command("forget")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-def users_forget(name, yes) -> None:
-    """Erase a user's personal data: address, user agent, name; their event counts stay."""
+@click.option("--force", is_flag=True, help="forget them even if they are the last active admin")
+def users_forget(name, yes, force) -> None:
+    """Erase a user's personal data: address, user agent, name, filenames; their counts stay."""
     from imgclass.warehouse.privacy import forget_user
     from imgclass.warehouse.users import UserError
 
+    settings = load_settings()
     store = _user_store()
     if not yes:
         click.confirm(f"forget {name!r} (cannot be undone)?", abort=True)
+    token_path = settings.admin_token_path
+    saved = token_path.read_text().strip() if token_path.is_file() else ""
+    token_owner = store.authenticate(saved) if saved else None
     try:
-        report = forget_user(store.engine, name)
+        report = forget_user(store.engine, name, allow_last_admin=force)
     except UserError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"forgot {report.username!r}: {report.facts_kept} events kept as {report.pseudonym!r}, "
-        f"{report.dimension_rows_removed} address/agent rows removed, key revoked"
+        f"{report.dimension_rows_removed} address/agent rows removed, "
+        f"{report.filenames_blanked} filenames blanked, key revoked"
     )
+    if token_owner is not None and token_owner.username == name:
+        token_path.unlink()  # its key was just revoked; the next admin's key goes there
+        click.echo(f"removed {token_path}: it held {name!r}'s key")
+    if report.was_last_admin:
+        if not settings.bootstrap_admin:
+            after = "IMGCLASS_BOOTSTRAP_ADMIN is off, so no server will create one"
+        elif settings.admin_key:
+            after = "the next `imgclass serve` creates one with the key in IMGCLASS_ADMIN_KEY"
+        else:
+            after = f"the next `imgclass serve` creates one and writes its key to {token_path}"
+        click.echo(
+            f"there is no active admin now: {after}; `imgclass users add NAME --admin` makes "
+            "one at once",
+            err=True,
+        )
 
 
 main.add_command(cli_analytics.stats)

@@ -147,6 +147,66 @@ def test_forget_keeps_the_counts_and_erases_the_person(app, settings, cat_jpeg, 
     assert ok.status_code == 200
 
 
+def test_forget_blanks_the_filenames_only_the_user_used(app, settings, cat_jpeg, coffee_jpeg):
+    client = app.test_client()
+    store = UserStore(services(app).engine)
+    _alice, alice = store.add("alice")
+    _bob, bob = store.add("bob")
+    for key, files in (
+        # Two names for one content: both rows blanked, so the second merges into the first.
+        (alice, [("alice-passport.png", cat_jpeg), ("alice-id.png", cat_jpeg)]),
+        (alice, [("shared.jpg", coffee_jpeg)]),
+        (bob, [("shared.jpg", coffee_jpeg)]),  # the same row as alice's: bob's name stays
+    ):
+        post_files(client, files, headers={"Authorization": f"Bearer {key}"})
+    measures = (
+        "SELECT COUNT(*), COUNT(DISTINCT i.image_id), COUNT(DISTINCT f.class_key) "
+        "FROM api_event_fact f JOIN image_dim i USING (image_key)"
+    )
+    with services(app).engine.connect() as conn:
+        before = tuple(conn.execute(text(measures)).one())
+
+    env = {"IMGCLASS_DATA_DIR": str(settings.data_dir)}
+    result = CliRunner().invoke(main, ["users", "forget", "alice", "--yes"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "2 filenames blanked" in result.output
+
+    with services(app).engine.connect() as conn:
+        assert tuple(conn.execute(text(measures)).one()) == before
+        names = (
+            conn.execute(text("SELECT image_filename FROM image_dim WHERE image_key != 0"))
+            .scalars()
+            .all()
+        )
+    assert sorted(names) == ["", "shared.jpg"]
+    rows = fact_rows(app)  # inner joins: every fact still has its image row
+    assert [r["image_filename"] for r in rows] == ["", "", "shared.jpg", "shared.jpg"]
+    assert "alice" not in str(rows)
+
+
+def test_forgetting_the_last_admin_needs_force(app, settings, admin_key):
+    # It used to succeed silently: no admin key left, and a dead one in admin-token.
+    env = {"IMGCLASS_DATA_DIR": str(settings.data_dir)}
+    refused = CliRunner().invoke(main, ["users", "forget", "admin", "--yes"], env=env)
+    assert refused.exit_code == 1 and "last active admin" in refused.output
+    assert "--force" in refused.output
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    assert app.test_client().get("/api/v1/analytics/summary", headers=admin).status_code == 200
+
+    forced = CliRunner().invoke(main, ["users", "forget", "admin", "--yes", "--force"], env=env)
+    assert forced.exit_code == 0, forced.output
+    assert "no active admin now" in forced.output and "next `imgclass serve`" in forced.output
+    assert not settings.admin_token_path.exists()  # it held the revoked key
+    assert app.test_client().get("/api/v1/analytics/summary", headers=admin).status_code == 401
+    # The next start creates an admin whose key is in admin-token again.
+    restarted = create_app(settings)
+    new_key = settings.admin_token_path.read_text().strip()
+    assert new_key != admin_key
+    new = {"Authorization": f"Bearer {new_key}"}
+    assert restarted.test_client().get("/api/v1/analytics/summary", headers=new).status_code == 200
+    services(restarted).engine.dispose()
+
+
 def test_forget_an_unknown_user_is_a_clear_error(settings):
     result = CliRunner().invoke(
         main,
