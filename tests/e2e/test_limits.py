@@ -1,10 +1,11 @@
 """Size and time limits at each layer, on the real components.
 
 gunicorn (a real ``imgclass serve``): the request line, the number and size of header
-fields (414/431 before the app sees the request), and its worker timeout (a worker that stops
-answering is killed and replaced). The app inside it: the body limit (Flask's
-MAX_CONTENT_LENGTH from ``IMGCLASS_MAX_UPLOAD_BYTES``), with and without a Content-Length,
-and a chunked body whose framing is broken (a 400, not a 500).
+fields (414/431 before the app sees the request), a malformed request head (its own 400),
+and its worker timeout (a worker that stops answering is killed and replaced). The app
+inside it: the body limit (Flask's MAX_CONTENT_LENGTH from ``IMGCLASS_MAX_UPLOAD_BYTES``),
+with and without a Content-Length, and a chunked body whose framing is broken (a 400, not
+a 500).
 nginx (the shipped config, tests/support/nginx.py): a replica that never answers, and a
 client that stops sending its body. nginx's body-size limit and header timeout have their own
 tests (tests/deploy/test_nginx.py, tests/e2e/test_slowloris.py).
@@ -95,6 +96,28 @@ def test_gunicorn_refuses_more_header_fields_than_its_limit(server):
     fits = [f"X-Field-{i}: 1" for i in range(LIMIT_REQUEST_FIELDS - 2)]
     assert status_of(get(server.port, headers=fits)) == 200
     assert status_of(get(server.port, headers=[*fits, "X-One-Too-Many: 1"])) == 431
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ["Content-Length: abc"],
+        ["Content-Length: -1"],
+        ["Content-Length: 4", "Transfer-Encoding: chunked"],
+        ["Content-Length: 4", "X-Note: a\0b"],
+    ],
+    ids=["length-not-a-number", "negative-length", "length-and-chunked", "nul-in-a-header"],
+)
+def test_gunicorn_refuses_a_malformed_head_with_its_own_400(server, fields):
+    # Pinned, not chosen: gunicorn answers these with its own HTML page before the app sees
+    # the request (no X-Request-ID, no JSON), and has no setting or hook to change that.
+    # The OpenAPI spec and docs/RELIABILITY.md say so.
+    head = ["POST /api/v1/predict HTTP/1.1", "Host: x", "Connection: close", *fields]
+    answer = exchange(server.port, ("\r\n".join(head) + "\r\n\r\nabcd").encode())
+    assert status_of(answer) == 400, answer[:300]
+    head_block = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"content-type: text/html" in head_block
+    assert b"x-request-id" not in head_block
 
 
 def predict_head(length: int | None) -> bytes:
