@@ -97,8 +97,8 @@ class ImgclassServer(BaseApplication):
 def bind_address(host: str, port: int) -> str:
     """gunicorn's ``bind`` for ``host``: an IPv6 address in brackets (``[::]:8000``).
 
-    gunicorn splits ``HOST:PORT`` at the last colon, so ``:::8000`` was host ``::`` … and
-    port ``''`` ("'' is not a valid port number").
+    Built as ``f"{host}:{port}"``, ``--host ::`` gave ``:::8000``, which gunicorn cannot split
+    into a host and a port ("'' is not a valid port number"): the server did not start.
     """
     try:
         if ipaddress.ip_address(host.strip("[]")).version == 6:
