@@ -26,7 +26,7 @@ from imgclass.ops.security import install_security
 from imgclass.service import PredictionService
 from imgclass.vision.classifier import OnnxClassifier, model_path
 from imgclass.vision.fallback import ModelChain
-from imgclass.warehouse.db import make_engine, same_database
+from imgclass.warehouse.db import make_engine, private_dir, same_database
 from imgclass.warehouse.migrate import upgrade
 from imgclass.warehouse.recorder import Recorder
 from imgclass.warehouse.users import UserError, UserStore
@@ -119,7 +119,7 @@ def build_ip_policy(settings: Settings) -> IpPolicy:
 
 def prepare_storage(settings: Settings, engine: Engine) -> None:
     """Migrate the schema and make sure an admin exists (first start)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     if settings.auto_migrate:
         upgrade(engine)
     if settings.bootstrap_admin:
@@ -127,10 +127,13 @@ def prepare_storage(settings: Settings, engine: Engine) -> None:
 
 
 def bootstrap_admin(settings: Settings, users: UserStore) -> str | None:
-    """Create an admin if there is none; print its key once and save it (mode 0600).
+    """Create an admin if there is none; save its key (mode 0600), and show it on a terminal.
 
-    With ``IMGCLASS_ADMIN_KEY`` the admin gets that key, which is neither printed nor
-    saved: the operator already has it (replicas with throwaway disks, a secret store).
+    The key is printed only when stderr is a terminal: otherwise stderr is the log stream
+    (a container's, a journal), which keeps it for anyone who may read logs, so the log
+    says only where the key file is. With ``IMGCLASS_ADMIN_KEY`` the admin gets that key,
+    which is neither printed nor saved: the operator already has it (replicas with
+    throwaway disks, a secret store).
     """
     if users.has_active_admin():
         return None
@@ -152,11 +155,14 @@ def bootstrap_admin(settings: Settings, users: UserStore) -> str | None:
     with os.fdopen(fd, "w") as fh:
         fh.write(key + "\n")
     os.chmod(path, 0o600)
-    print(
-        f"Created admin user {name!r}. Its API key (shown once, also saved to {path}):\n{key}",
-        file=sys.stderr,
-        flush=True,
-    )
+    if sys.stderr.isatty():
+        print(
+            f"Created admin user {name!r}. Its API key (shown once, also saved to {path}):\n{key}",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        log.info("created admin user %r; its API key is in %s (mode 0600)", name, path)
     return key
 
 
@@ -173,11 +179,15 @@ def build_analytics_engine(settings: Settings, primary: Engine) -> Engine:
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
     app = Flask(__name__, static_folder=None)
+    from imgclass.api.form_limits import MAX_FILES_CONFIG
     from imgclass.api.uploads import UploadRequest
 
-    app.request_class = UploadRequest  # uploads parsed into memory, not TMPDIR
+    # Uploads parsed into memory (not TMPDIR), their file parts counted while the form is
+    # parsed: too many is 400 too_many_files, not 413.
+    app.request_class = UploadRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
     app.config["MAX_FORM_PARTS"] = settings.max_files_per_request + 16
+    app.config[MAX_FILES_CONFIG] = settings.max_files_per_request
     app.json.sort_keys = False
 
     engine = make_engine(
@@ -237,6 +247,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(openapi.bp)  # /api/v1/openapi.json and /api/docs
 
+    from imgclass.api.body import BodyErrors
+
+    app.wsgi_app = BodyErrors(app.wsgi_app)  # a badly framed body is a 400, not a 500
     # Last: they wrap every blueprint registered above.
     install_security(app, settings)
     install_rate_limits(app, settings)

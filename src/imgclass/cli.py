@@ -191,11 +191,11 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply pending migrations (creates the database if needed)."""
-    from imgclass.warehouse.db import make_engine
+    from imgclass.warehouse.db import make_engine, private_dir
     from imgclass.warehouse.migrate import current_revision, upgrade
 
     settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     engine = make_engine(settings.effective_database_url, **settings.engine_options)
     upgrade(engine)
     click.echo(f"database at revision {current_revision(engine)}")
@@ -227,19 +227,44 @@ def db_prune(older_than, yes) -> None:
 
 
 def _parse_cutoff(raw: str, now):
-    from datetime import datetime, timedelta
+    """The cut-off of ``--older-than``: ``now`` less N days (N >= 1), or a past ISO date/time.
+
+    Every refusal is a one-line usage error (exit 2): a cut-off of 0 days or in the future
+    would delete events seconds old, and a number of days past ``datetime``'s range used to
+    end in an OverflowError traceback.
+    """
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    def bad(message: str) -> click.BadParameter:
+        return click.BadParameter(message, param_hint="--older-than")
 
     text = raw.strip().lower()
-    days = text.removesuffix("d")
-    if days.isdigit():
-        return now - timedelta(days=int(days))
+    days = re.fullmatch(r"([+-]?\d+)d?", text)
+    if days:
+        n = int(days.group(1))
+        if n < 1:
+            raise bad(f"{raw!r}: give at least 1 day (0 or fewer would delete every event)")
+        try:
+            return now - timedelta(days=n)
+        except OverflowError:
+            raise bad(
+                f"{raw!r}: {n:,} days is before the year 1; give a smaller number of days"
+            ) from None
     try:
-        return datetime.fromisoformat(raw.strip()).replace(tzinfo=None)
+        cutoff = datetime.fromisoformat(raw.strip())
     except ValueError:
-        raise click.BadParameter(
-            f"{raw!r} is neither a number of days (90d) nor an ISO date (2026-01-31)",
-            param_hint="--older-than",
+        raise bad(
+            f"{raw!r} is neither a number of days (90d) nor an ISO date (2026-01-31)"
         ) from None
+    if cutoff.tzinfo is not None:  # the warehouse's times are naive UTC
+        cutoff = cutoff.astimezone(UTC).replace(tzinfo=None)
+    if cutoff > now:
+        raise bad(
+            f"{raw!r} is in the future (now is {now:%Y-%m-%d %H:%M} UTC): it would delete "
+            "every event"
+        )
+    return cutoff
 
 
 db.add_command(migrate_sqlite_to_postgres)
@@ -251,12 +276,12 @@ def users() -> None:
 
 
 def _user_store():
-    from imgclass.warehouse.db import make_engine
+    from imgclass.warehouse.db import make_engine, private_dir
     from imgclass.warehouse.migrate import upgrade
     from imgclass.warehouse.users import UserStore
 
     settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     engine = make_engine(settings.effective_database_url, **settings.engine_options)
     upgrade(engine)
     return UserStore(engine)
@@ -312,22 +337,43 @@ def users_revoke(name) -> None:
 @users.command("forget")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-def users_forget(name, yes) -> None:
-    """Erase a user's personal data: address, user agent, name; their event counts stay."""
+@click.option("--force", is_flag=True, help="forget them even if they are the last active admin")
+def users_forget(name, yes, force) -> None:
+    """Erase a user's personal data: address, user agent, name, filenames; their counts stay."""
     from imgclass.warehouse.privacy import forget_user
     from imgclass.warehouse.users import UserError
 
+    settings = load_settings()
     store = _user_store()
     if not yes:
         click.confirm(f"forget {name!r} (cannot be undone)?", abort=True)
+    token_path = settings.admin_token_path
+    saved = token_path.read_text().strip() if token_path.is_file() else ""
+    token_owner = store.authenticate(saved) if saved else None
     try:
-        report = forget_user(store.engine, name)
+        report = forget_user(store.engine, name, allow_last_admin=force)
     except UserError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"forgot {report.username!r}: {report.facts_kept} events kept as {report.pseudonym!r}, "
-        f"{report.dimension_rows_removed} address/agent rows removed, key revoked"
+        f"{report.dimension_rows_removed} address/agent rows removed, "
+        f"{report.filenames_blanked} filenames blanked, key revoked"
     )
+    if token_owner is not None and token_owner.username == name:
+        token_path.unlink()  # its key was just revoked; the next admin's key goes there
+        click.echo(f"removed {token_path}: it held {name!r}'s key")
+    if report.was_last_admin:
+        if not settings.bootstrap_admin:
+            after = "IMGCLASS_BOOTSTRAP_ADMIN is off, so no server will create one"
+        elif settings.admin_key:
+            after = "the next `imgclass serve` creates one with the key in IMGCLASS_ADMIN_KEY"
+        else:
+            after = f"the next `imgclass serve` creates one and writes its key to {token_path}"
+        click.echo(
+            f"there is no active admin now: {after}; `imgclass users add NAME --admin` makes "
+            "one at once",
+            err=True,
+        )
 
 
 main.add_command(cli_analytics.stats)

@@ -22,11 +22,11 @@ ROLLED_UP = "(all)"  # the terminal table's mark of a rolled-up dimension (CSV: 
 def _engine():
     """The primary database, migrated (what ``demo seed`` writes to)."""
     from imgclass.cli import load_settings
-    from imgclass.warehouse.db import make_engine
+    from imgclass.warehouse.db import make_engine, private_dir
     from imgclass.warehouse.migrate import upgrade
 
     settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     engine = make_engine(settings.effective_database_url)
     upgrade(engine)
     return engine

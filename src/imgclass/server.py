@@ -14,9 +14,11 @@ ops/multiproc.py); an exited worker's live gauges are dropped in ``child_exit``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import multiprocessing
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from imgclass.config import (
@@ -31,6 +33,21 @@ from imgclass.warehouse.db import make_engine
 log = logging.getLogger(__name__)
 
 
+class ServerLogger(glogging.Logger):
+    """gunicorn's logger, writing through the root logger's handler (``ops/logs.py``).
+
+    gunicorn gives its error log a stderr handler of its own in its text format, so with
+    ``IMGCLASS_LOG_FORMAT=json`` its lines (booting workers, worker timeouts, crashes) were
+    plain text in the middle of the JSON stream. Handing them to the root logger gives them
+    the configured format, like every other line.
+    """
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        self.error_log.handlers.clear()
+        self.error_log.propagate = True
+
+
 class ImgclassServer(BaseApplication):
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -40,7 +57,7 @@ class ImgclassServer(BaseApplication):
         s = self.settings
         cpu = s.cpu_plan
         options = {
-            "bind": f"{s.host}:{s.port}",
+            "bind": bind_address(s.host, s.port),
             "workers": cpu.workers,
             "threads": cpu.threads,
             "worker_class": "gthread",
@@ -56,6 +73,7 @@ class ImgclassServer(BaseApplication):
             "graceful_timeout": 30,
             "keepalive": 5,
             "loglevel": s.log_level.lower(),
+            "logger_class": ServerLogger,
             "proc_name": "imgclass",
             # gunicorn's control socket lives at one fixed path per user, so several
             # servers on a machine would clobber each other's; we do not use it.
@@ -80,6 +98,20 @@ class ImgclassServer(BaseApplication):
 def _post_fork(_arbiter, _worker) -> None:
     # In each worker, before it loads the app: see ops/allocator.py.
     allocator.fix_mmap_threshold()
+
+
+def bind_address(host: str, port: int) -> str:
+    """gunicorn's ``bind`` for ``host``: an IPv6 address in brackets (``[::]:8000``).
+
+    Built as ``f"{host}:{port}"``, ``--host ::`` gave ``:::8000``, which gunicorn cannot split
+    into a host and a port ("'' is not a valid port number"): the server did not start.
+    """
+    try:
+        if ipaddress.ip_address(host.strip("[]")).version == 6:
+            return f"[{host.strip('[]')}]:{port}"
+    except ValueError:
+        pass  # a name (localhost, a container's hostname)
+    return f"{host}:{port}"
 
 
 def _child_exit(_arbiter, worker) -> None:

@@ -211,6 +211,28 @@ def test_concepts_and_formats_in_any_case(client, admin_key, seeded):
     assert dog["concept"]["name"] == "dog"
 
 
+def test_the_widest_date_range_is_every_event(client, admin_key, seeded):
+    # "to=9999-12-31" used to be refused as "not an ISO date": the end of that day is past
+    # the last moment Python's datetime holds. It means "no upper bound".
+    for path in ("cube", "summary", "timeseries", "events"):
+        resp = get(client, admin_key, path, **{"from": "0001-01-01", "to": "9999-12-31"})
+        assert resp.status_code == 200, resp.get_json()
+    resp = get(client, admin_key, "cube", **{"from": "0001-01-01", "to": "9999-12-31"})
+    assert resp.get_json()["rows"] == [{"requests": len(seeded)}]
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [({"from": "0001-01-01T00:00+01:00"}, "from"), ({"to": "9999-12-31T23:00-05:00"}, "to")],
+)
+def test_a_moment_outside_the_calendar_in_utc_is_out_of_range(client, admin_key, params, named):
+    # Their UTC equivalents fall in the years 0 and 10000 (an OverflowError, a 500, before).
+    resp = get(client, admin_key, "cube", **params)
+    assert resp.status_code == 400, resp.get_json()
+    assert resp.get_json()["error"]["message"].startswith(f"{named}:")
+    assert "out of range" in resp.get_json()["error"]["message"]
+
+
 def test_repeated_parameter_is_400(client, admin_key):
     resp = client.get(f"{API}/cube?user=a&user=b", headers={"Authorization": f"Bearer {admin_key}"})
     assert resp.status_code == 400 and "more than once" in resp.get_json()["error"]["message"]

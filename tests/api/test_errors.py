@@ -116,6 +116,26 @@ def test_too_many_files(settings, cat_jpeg):
     assert_error(resp, 400, "too_many_files")
 
 
+def test_a_flood_of_tiny_files_is_too_many_files_not_too_large(client, app):
+    # 1,200 files of 16 bytes (a ~200 KB body) ran into werkzeug's MAX_FORM_PARTS, which the
+    # API reported as "the request body exceeds the limit of 20,971,520 bytes" (413).
+    files = [(io.BytesIO(b"x" * 16), f"{i}.jpg") for i in range(1200)]
+    resp = client.post("/api/v1/predict", data={"image": files}, content_type="multipart/form-data")
+    error = assert_error(resp, 400, "too_many_files")
+    assert "at most 16 per request" in error["message"]
+    assert [(r["status_code"], r["error_code"]) for r in fact_rows(app)] == [
+        (400, "too_many_files")
+    ]
+
+
+def test_a_form_over_the_part_limit_is_not_called_a_body_over_the_size_limit(client):
+    # Parts that are not files stay bounded by MAX_FORM_PARTS; the 413 names that limit.
+    fields = {f"field{i}": "x" for i in range(200)}
+    resp = client.post("/api/v1/predict", data=fields, content_type="multipart/form-data")
+    message = assert_error(resp, 413, "payload_too_large")["message"]
+    assert "more than 32 parts" in message and "body exceeds" not in message
+
+
 def test_unknown_route_and_method_are_json(client):
     assert_error(client.get("/api/v1/nope"), 404, "not_found")
     assert_error(client.get("/api/v1/predict"), 405, "method_not_allowed")

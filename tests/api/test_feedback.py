@@ -178,6 +178,10 @@ def test_a_repeated_filename_must_be_picked_by_index(client, cat_jpeg, coffee_jp
         ("  Tabby   Cat ", TABBY),
         (TABBY_WNID, TABBY),
         ("Cardigan, Cardigan Welsh corgi", 264),
+        # The labels of the analytics class filter (class_dim.label) name their class too.
+        ("Egyptian_cat", 285),
+        ("Persian_cat", 283),
+        ("crane_134", 134),
     ],
 )
 def test_label_forms(client, cat_request, label, class_id):
@@ -230,6 +234,76 @@ def test_hostile_request_ids_are_refused(app, client, cat_request, request_id):
     assert (status, code) == (400, "invalid_parameter") and "request_id" in message
     with services(app).engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(api_event_fact)).scalar_one() == 1
+
+
+def test_a_missing_and_a_malformed_request_id_are_told_apart(client):
+    _, code, message = error(feedback(client, {"class_id": 1}))
+    assert code == "invalid_parameter" and "request_id is required" in message
+    _, code, message = error(feedback(client, {"request_id": "not-a-uuid!!", "class_id": 1}))
+    assert code == "invalid_parameter" and "'not-a-uuid!!' is malformed" in message
+    assert "required" not in message
+
+
+SHARED_ID = "chosen-by-clients-1"
+
+
+def test_feedback_reads_and_names_only_the_callers_own_events(app, client, admin_key, cat_jpeg):
+    """A request id is the client's choice (X-Request-ID): strangers can send the same one.
+
+    Feedback used to take every event under the id, so an anonymous caller saw the others'
+    filenames ("classified 3 images ('cat.jpg', 'alice-passport.png', …)") and could
+    correct their predictions.
+    """
+    users = services(app).users
+    _, alice = users.add("alice")
+    _, bob = users.add("bob")
+    as_alice = {"Authorization": f"Bearer {alice}"}
+    as_bob = {"Authorization": f"Bearer {bob}"}
+    as_admin = {"Authorization": f"Bearer {admin_key}"}
+    for name, auth in (("cat.jpg", {}), ("alice-passport.png", as_alice), ("bob.png", as_bob)):
+        predict(client, [(name, cat_jpeg)], **{"X-Request-ID": SHARED_ID, **auth})
+    predict(client, [("alice-only.png", cat_jpeg)], **{"X-Request-ID": "alice-only-1", **as_alice})
+
+    # Each caller finds exactly their own image under the shared id.
+    for auth, name in (({}, "cat.jpg"), (as_alice, "alice-passport.png"), (as_bob, "bob.png")):
+        resp = feedback(client, {"request_id": SHARED_ID, "class_id": TABBY}, **auth)
+        assert resp.status_code == 201, resp.get_json()
+        assert resp.get_json()["filename"] == name
+        assert resp.get_json()["index"] == 0
+
+    # Another caller's request is "not found", word for word as an id nobody used.
+    unknown = error(feedback(client, {"request_id": "nobody-used-it", "class_id": TABBY}))
+    for auth in ({}, as_bob):
+        resp = feedback(client, {"request_id": "alice-only-1", "class_id": TABBY}, **auth)
+        status, code, message = error(resp)
+        assert (status, code) == unknown[:2] == (404, "unknown_request")
+        assert message == unknown[2].replace("nobody-used-it", "alice-only-1")
+        assert "alice" not in message.replace("alice-only-1", "")
+
+    # An admin may give feedback on any event, and so is told about all of them.
+    status, code, message = error(
+        feedback(client, {"request_id": SHARED_ID, "class_id": TABBY}, **as_admin)
+    )
+    assert (status, code) == (400, "ambiguous_request") and "3 images" in message
+    assert "'alice-passport.png'" in message
+    resp = feedback(client, {"request_id": "alice-only-1", "class_id": 285}, **as_admin)
+    assert resp.status_code == 201 and resp.get_json()["filename"] == "alice-only.png"
+
+    with services(app).engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT i.image_filename, fb.user_id FROM prediction_feedback fb "
+                "JOIN api_event_fact f USING (event_id) JOIN image_dim i USING (image_key) "
+                "ORDER BY fb.feedback_id"
+            )
+        ).all()
+    ids = {a.username: a.user_id for a in users.list()}
+    assert [tuple(r) for r in rows] == [
+        ("cat.jpg", 0),
+        ("alice-passport.png", ids["alice"]),
+        ("bob.png", ids["bob"]),
+        ("alice-only.png", ids["admin"]),
+    ]
 
 
 def test_hostile_bodies(app, client, cat_request):

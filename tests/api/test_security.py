@@ -75,6 +75,20 @@ def test_per_ip_limit_answers_429_with_retry_after(make):
     assert all(client.get("/readyz", environ_base=ip).status_code == 200 for _ in range(5))
 
 
+def test_retry_after_on_a_429_is_at_least_one_second(make):
+    # flask-limiter truncates the seconds left in its window: in the last fraction of a
+    # per-second limit's window it said "Retry-After: 0" (about 1 in 40 refusals of a
+    # flood, so a few hundred refusals all but surely meet one).
+    client = make(rate_limit_per_ip="100/second", rate_limit_per_key="")
+    ip = {"REMOTE_ADDR": random_ip()}
+    refused = []
+    while len(refused) < 600:
+        response = client.get("/api/v1/models", environ_base=ip)
+        if response.status_code == 429:
+            refused.append(response.headers["Retry-After"])
+    assert min(int(seconds) for seconds in refused) >= 1
+
+
 def test_retry_after_only_on_429_and_503(make, admin_key):
     # flask-limiter writes Retry-After on every response of a limited route, and stretched
     # a 503's short hint to the end of its window.
@@ -103,6 +117,20 @@ def test_per_key_limit_follows_the_key_across_addresses(make, admin_key):
     assert [r.status_code for r in statuses] == [200, 200, 429]
     # Anonymous callers are not charged to any key.
     assert client.get("/api/v1/models").status_code == 200
+
+
+def test_per_key_limit_counts_every_spelling_of_the_header_as_one_key(make, admin_key):
+    # Authentication accepts any case of the scheme and extra spaces; the bucket used to be
+    # the raw header's hash, so each spelling got a fresh budget for the same key.
+    client = make(rate_limit_per_ip="", rate_limit_per_key="5/minute")
+    statuses = [
+        client.get("/api/v1/models", headers={"Authorization": f"Bearer {admin_key}"}).status_code
+        for _ in range(6)
+    ]
+    assert statuses == [200] * 5 + [429]
+    for spelling in ("bearer {}", "BEARER {}", "Bearer  {}", "BeArEr {}", " Bearer {} "):
+        auth = {"Authorization": spelling.format(admin_key)}
+        assert client.get("/api/v1/models", headers=auth).status_code == 429, spelling
 
 
 def test_a_limited_predict_is_refused_before_any_work(make, cat_jpeg):

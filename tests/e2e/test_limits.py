@@ -1,9 +1,11 @@
 """Size and time limits at each layer, on the real components.
 
 gunicorn (a real ``imgclass serve``): the request line, the number and size of header
-fields (414/431 before the app sees the request), and its worker timeout (a worker that stops
-answering is killed and replaced). The app inside it: the body limit (Flask's
-MAX_CONTENT_LENGTH from ``IMGCLASS_MAX_UPLOAD_BYTES``), with and without a Content-Length.
+fields (414/431 before the app sees the request), a malformed request head (its own 400),
+and its worker timeout (a worker that stops answering is killed and replaced). The app
+inside it: the body limit (Flask's MAX_CONTENT_LENGTH from ``IMGCLASS_MAX_UPLOAD_BYTES``),
+with and without a Content-Length, and a chunked body whose framing is broken (a 400, not
+a 500).
 nginx (the shipped config, tests/support/nginx.py): a replica that never answers, and a
 client that stops sending its body. nginx's body-size limit and header timeout have their own
 tests (tests/deploy/test_nginx.py, tests/e2e/test_slowloris.py).
@@ -16,6 +18,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import threading
 import time
 
@@ -57,8 +60,9 @@ def get(port: int, target: str = "/healthz", headers: list[str] = ()) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_dir):
+    root = tmp_path_factory.mktemp("limits")
     srv = Server(
-        tmp_path_factory.mktemp("limits") / "data",
+        root / "data",
         model_dir,
         {
             **UNDER_LOAD,
@@ -66,6 +70,7 @@ def server(tmp_path_factory, model_dir):
             "max_upload_bytes": str(MAX_UPLOAD),
             "request_timeout_s": str(WORKER_TIMEOUT_S),
         },
+        log_path=root / "serve.log",
     )
     srv.start()
     yield srv
@@ -91,6 +96,28 @@ def test_gunicorn_refuses_more_header_fields_than_its_limit(server):
     fits = [f"X-Field-{i}: 1" for i in range(LIMIT_REQUEST_FIELDS - 2)]
     assert status_of(get(server.port, headers=fits)) == 200
     assert status_of(get(server.port, headers=[*fits, "X-One-Too-Many: 1"])) == 431
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ["Content-Length: abc"],
+        ["Content-Length: -1"],
+        ["Content-Length: 4", "Transfer-Encoding: chunked"],
+        ["Content-Length: 4", "X-Note: a\0b"],
+    ],
+    ids=["length-not-a-number", "negative-length", "length-and-chunked", "nul-in-a-header"],
+)
+def test_gunicorn_refuses_a_malformed_head_with_its_own_400(server, fields):
+    # Pinned, not chosen: gunicorn answers these with its own HTML page before the app sees
+    # the request (no X-Request-ID, no JSON), and has no setting or hook to change that.
+    # The OpenAPI spec and docs/RELIABILITY.md say so.
+    head = ["POST /api/v1/predict HTTP/1.1", "Host: x", "Connection: close", *fields]
+    answer = exchange(server.port, ("\r\n".join(head) + "\r\n\r\nabcd").encode())
+    assert status_of(answer) == 400, answer[:300]
+    head_block = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"content-type: text/html" in head_block
+    assert b"x-request-id" not in head_block
 
 
 def predict_head(length: int | None) -> bytes:
@@ -127,6 +154,36 @@ def test_the_app_refuses_a_chunked_body_over_the_upload_limit(server, cat_jpeg):
     assert body_of(answer)["error"]["code"] == "payload_too_large"
 
 
+BAD_CHUNK = b"zz\r\nab\r\n0\r\n\r\n"  # "zz" is not a chunk size
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/api/v1/predict", "image/jpeg"),
+        ("/api/v1/predict", "multipart/form-data; boundary=x"),
+        ("/api/v1/feedback", "application/json"),
+    ],
+)
+def test_a_malformed_chunked_body_is_a_400_not_a_500(server, path, content_type):
+    # gunicorn parses chunked framing while the app reads the body; its parse error used to
+    # reach the app's last-resort handler (500 internal_error with a traceback in the log).
+    head = [f"POST {path} HTTP/1.1", "Host: x", "Connection: close"]
+    head += [f"Content-Type: {content_type}", "Transfer-Encoding: chunked"]
+    answer = exchange(server.port, ("\r\n".join(head) + "\r\n\r\n").encode() + BAD_CHUNK)
+    assert status_of(answer) == 400, answer[:300]
+    error = body_of(answer)["error"]
+    assert error["code"] == "malformed_body" and error["request_id"]
+    assert "Invalid chunk size" in error["message"]
+    if path == "/api/v1/predict":  # refused like any other bad upload: recorded as a failure
+        with sqlite3.connect(server.data_dir / "imgclass.db") as db:
+            row = db.execute(
+                "SELECT status_code, error_code FROM api_event_fact WHERE request_id = ?",
+                (error["request_id"],),
+            ).fetchone()
+        assert row == (400, "malformed_body")
+
+
 def test_gunicorn_replaces_a_worker_that_stops_answering(server, cat_jpeg):
     (worker,) = server.workers()
     os.kill(worker, signal.SIGSTOP)  # its main loop stops reporting to the arbiter
@@ -145,6 +202,9 @@ def test_gunicorn_replaces_a_worker_that_stops_answering(server, cat_jpeg):
     server.wait_ready(60)  # a replacement took over, without anyone restarting the server
     assert len(server.workers()) == 1
     assert status_of(exchange(server.port, predict_head(len(cat_jpeg)) + cat_jpeg)) == 200
+    # gunicorn's report of it is a JSON line like every other (it was plain text).
+    lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line]
+    assert any(f"WORKER TIMEOUT (pid:{worker})" in r["message"] for r in lines)
 
 
 class SilentUpstream:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CAT_CLASSES, REPO
+from tests.support.server import serve
 
 pytestmark = pytest.mark.slow
 
@@ -187,3 +188,47 @@ def test_big_phone_photo_and_bad_input_over_http(server, photos):
     ).stdout
     body, status = out.rsplit("\n", 1)
     assert status == "400" and json.loads(body)["error"]["code"] == "empty_file"
+
+
+def test_serve_on_ipv6_any_truncates_ipv4_clients_as_ipv4(tmp_path, model_dir, cat_jpeg):
+    # `--host ::` used to fail at start ("'' is not a valid port number": the bind address
+    # was "{host}:{port}"); and a dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d,
+    # which truncation cut to the /48 "::" for every IPv4 client.
+    data_dir = tmp_path / "data"
+    with serve(data_dir, model_dir, host="::", ip_storage="truncated") as base:
+        port = base.rsplit(":", 1)[1]
+        for url in (base, f"http://[::1]:{port}"):
+            req = urllib.request.Request(
+                f"{url}/api/v1/predict", data=cat_jpeg, headers={"Content-Type": "image/jpeg"}
+            )
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                assert resp.status == 200
+    with sqlite3.connect(data_dir / "imgclass.db") as conn:
+        stored = conn.execute(
+            "SELECT u.ip_address FROM api_event_fact f JOIN user_dim u USING (user_key) "
+            "ORDER BY f.event_id"
+        ).fetchall()
+    assert stored == [("127.0.0.0",), ("::",)]  # 127.0.0.1 as IPv4 /24; ::1 as IPv6 /48
+
+
+def test_every_log_line_is_json_and_the_admin_key_stays_out_of_the_log(
+    tmp_path, model_dir, cat_jpeg
+):
+    # gunicorn's own lines ("Booting worker", timeouts, crashes) were plain text among the
+    # JSON lines, and the first admin's key was printed into the log stream (container logs
+    # keep it); with stderr not a terminal the log now says only where the key file is.
+    data_dir = tmp_path / "data"
+    with serve(data_dir, model_dir) as base:
+        req = urllib.request.Request(
+            f"{base}/api/v1/predict", data=cat_jpeg, headers={"Content-Type": "image/jpeg"}
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            assert resp.status == 200
+    output = (tmp_path / "serve.log").read_text()
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]  # all JSON
+    gunicorn = [r["message"] for r in lines if r["logger"] == "gunicorn.error"]
+    assert any(m.startswith("Booting worker") for m in gunicorn), gunicorn
+    key_file = data_dir / "admin-token"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert key_file.read_text().strip() not in output
+    assert any(str(key_file) in r["message"] for r in lines)

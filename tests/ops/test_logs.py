@@ -18,7 +18,8 @@ MARKER = b"SECRET-IMAGE-BYTES-7f3a"
 @pytest.fixture
 def json_logs():
     root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    pil = logging.getLogger("PIL")
+    saved = root.handlers[:], root.level, pil.level
     stream = io.StringIO()
     setup_logging("DEBUG", "json", stream)
 
@@ -29,8 +30,9 @@ def json_logs():
         return text
 
     yield read
-    root.handlers[:], level = saved
+    root.handlers[:], level, pil_level = saved
     root.setLevel(level)
+    pil.setLevel(pil_level)
 
 
 def test_logs_are_json_with_request_ids_and_no_secrets(json_logs, settings, cat_jpeg, admin_key):
@@ -54,3 +56,13 @@ def test_logs_are_json_with_request_ids_and_no_secrets(json_logs, settings, cat_
     assert admin_key not in output and "x" * 43 not in output
     assert MARKER.decode() not in output
     services(broken.application).engine.dispose()
+
+
+def test_pillow_never_logs_what_it_reads_from_an_upload(json_logs, client, photos):
+    # At DEBUG, Pillow's TIFF plugin logs every tag's value: image content in the logs.
+    buf = io.BytesIO()
+    photos["chelsea"].save(buf, "TIFF", tiffinfo={270: MARKER.decode()})  # ImageDescription
+    assert post_files(client, [("a.tif", buf.getvalue())]).status_code == 200
+    output = json_logs()
+    assert MARKER.decode() not in output
+    assert logging.getLogger("PIL").getEffectiveLevel() >= logging.INFO

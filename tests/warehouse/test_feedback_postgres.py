@@ -56,7 +56,7 @@ def engine():
 def test_feedback_upsert_and_accuracy_on_postgresql(engine):
     Recorder(engine).record([event(0, "req-a", TABBY), event(1, "req-a", TABBY)])
     Recorder(engine).record([event(2, "req-b", TABBY)])
-    first, second = request_events(engine, "req-a")
+    first, second = request_events(engine, "req-a", owner=0)
     assert (first.filename, second.filename, first.class_id) == ("img0.jpg", "img1.jpg", 281)
 
     store = FeedbackStore(engine)
@@ -65,7 +65,7 @@ def test_feedback_upsert_and_accuracy_on_postgresql(engine):
     replaced = store.record(first, TABBY, user_id=3)  # ON CONFLICT (event_id) DO UPDATE
     assert (replaced.is_correct, replaced.replaced) == (True, True)
     store.record(second, GOLDFISH, user_id=0)
-    (only_b,) = request_events(engine, "req-b")
+    (only_b,) = request_events(engine, "req-b", owner=None)
     store.record(only_b, TABBY, user_id=0)
 
     with engine.connect() as conn:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
@@ -20,6 +22,20 @@ def test_truncation_keeps_the_network_only():
     assert truncate_ip("203.0.113.77") == "203.0.113.0"
     assert truncate_ip("2001:db8:abcd:12:1:2:3:4") == "2001:db8:abcd::"
     assert truncate_ip("not an address") == "unknown"
+
+
+def test_an_ipv4_mapped_address_is_truncated_as_ipv4():
+    # What a dual-stack listener reports for an IPv4 client; its /48 was "::" for all of them.
+    assert truncate_ip("::ffff:203.0.113.77") == "203.0.113.0"
+    assert truncate_ip("::ffff:127.0.0.1") == "127.0.0.0"
+    assert truncate_ip("2001:DB8:ABCD:1234:0:0:0:1") == "2001:db8:abcd::"
+
+
+def test_one_address_has_one_hash_however_it_is_written():
+    key = b"k1"
+    assert hash_ip("2001:DB8:ABCD:1234:0:0:0:1", key) == hash_ip("2001:db8:abcd:1234::1", key)
+    assert hash_ip("::ffff:203.0.113.77", key) == hash_ip("203.0.113.77", key)
+    assert hash_ip("2001:db8:abcd:1234::1", key) != hash_ip("2001:db8:abcd:1234::2", key)
 
 
 def test_keyed_hash_is_stable_and_key_dependent():
@@ -45,6 +61,31 @@ def test_the_warehouse_stores_what_the_policy_says(settings, cat_jpeg):
     assert key_file.stat().st_mode & 0o777 == 0o600
     again = stored_ips(settings, cat_jpeg, "203.0.113.77", ip_storage="hashed")[-1]
     assert again == hashed
+
+
+@pytest.fixture
+def usual_umask():
+    previous = os.umask(0o022)  # the common default: new files 0644, directories 0755
+    yield
+    os.umask(previous)
+
+
+def test_the_data_dir_and_database_files_are_owner_only(usual_umask, settings, cat_jpeg):
+    # The database holds addresses, user agents, filenames and key hashes; it was created
+    # 0644 (with its -wal and -shm) next to the 0600 admin-token and ip-hash-key.
+    assert not settings.data_dir.exists()
+    app = create_app(settings.model_copy(update={"ip_storage": "hashed"}))
+    assert post_files(app.test_client(), [("a.jpg", cat_jpeg)]).status_code == 200
+    data = settings.data_dir
+    db_files = [data / f"imgclass.db{suffix}" for suffix in ("", "-wal", "-shm")]
+    assert all(path.exists() for path in db_files)  # WAL mode, a connection still open
+    modes = {
+        path.name: path.stat().st_mode & 0o777
+        for path in (*db_files, data / "admin-token", data / "ip-hash-key")
+    }
+    assert modes == dict.fromkeys(modes, 0o600)
+    assert data.stat().st_mode & 0o777 == 0o700
+    services(app).engine.dispose()
 
 
 DISTINCT_USERS = (
@@ -106,6 +147,66 @@ def test_forget_keeps_the_counts_and_erases_the_person(app, settings, cat_jpeg, 
     assert ok.status_code == 200
 
 
+def test_forget_blanks_the_filenames_only_the_user_used(app, settings, cat_jpeg, coffee_jpeg):
+    client = app.test_client()
+    store = UserStore(services(app).engine)
+    _alice, alice = store.add("alice")
+    _bob, bob = store.add("bob")
+    for key, files in (
+        # Two names for one content: both rows blanked, so the second merges into the first.
+        (alice, [("alice-passport.png", cat_jpeg), ("alice-id.png", cat_jpeg)]),
+        (alice, [("shared.jpg", coffee_jpeg)]),
+        (bob, [("shared.jpg", coffee_jpeg)]),  # the same row as alice's: bob's name stays
+    ):
+        post_files(client, files, headers={"Authorization": f"Bearer {key}"})
+    measures = (
+        "SELECT COUNT(*), COUNT(DISTINCT i.image_id), COUNT(DISTINCT f.class_key) "
+        "FROM api_event_fact f JOIN image_dim i USING (image_key)"
+    )
+    with services(app).engine.connect() as conn:
+        before = tuple(conn.execute(text(measures)).one())
+
+    env = {"IMGCLASS_DATA_DIR": str(settings.data_dir)}
+    result = CliRunner().invoke(main, ["users", "forget", "alice", "--yes"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "2 filenames blanked" in result.output
+
+    with services(app).engine.connect() as conn:
+        assert tuple(conn.execute(text(measures)).one()) == before
+        names = (
+            conn.execute(text("SELECT image_filename FROM image_dim WHERE image_key != 0"))
+            .scalars()
+            .all()
+        )
+    assert sorted(names) == ["", "shared.jpg"]
+    rows = fact_rows(app)  # inner joins: every fact still has its image row
+    assert [r["image_filename"] for r in rows] == ["", "", "shared.jpg", "shared.jpg"]
+    assert "alice" not in str(rows)
+
+
+def test_forgetting_the_last_admin_needs_force(app, settings, admin_key):
+    # It used to succeed silently: no admin key left, and a dead one in admin-token.
+    env = {"IMGCLASS_DATA_DIR": str(settings.data_dir)}
+    refused = CliRunner().invoke(main, ["users", "forget", "admin", "--yes"], env=env)
+    assert refused.exit_code == 1 and "last active admin" in refused.output
+    assert "--force" in refused.output
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    assert app.test_client().get("/api/v1/analytics/summary", headers=admin).status_code == 200
+
+    forced = CliRunner().invoke(main, ["users", "forget", "admin", "--yes", "--force"], env=env)
+    assert forced.exit_code == 0, forced.output
+    assert "no active admin now" in forced.output and "next `imgclass serve`" in forced.output
+    assert not settings.admin_token_path.exists()  # it held the revoked key
+    assert app.test_client().get("/api/v1/analytics/summary", headers=admin).status_code == 401
+    # The next start creates an admin whose key is in admin-token again.
+    restarted = create_app(settings)
+    new_key = settings.admin_token_path.read_text().strip()
+    assert new_key != admin_key
+    new = {"Authorization": f"Bearer {new_key}"}
+    assert restarted.test_client().get("/api/v1/analytics/summary", headers=new).status_code == 200
+    services(restarted).engine.dispose()
+
+
 def test_forget_an_unknown_user_is_a_clear_error(settings):
     result = CliRunner().invoke(
         main,
@@ -152,6 +253,26 @@ def test_prune_deletes_old_events_and_unused_dimension_rows(app, settings, cat_j
 
     bad = CliRunner().invoke(main, ["db", "prune", "--older-than", "soon", "--yes"], env=env)
     assert bad.exit_code != 0 and "neither a number of days" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("older_than", "says"),
+    [
+        ("999999999d", "before the year 1"),  # was an OverflowError traceback
+        ("0", "at least 1 day"),  # was: every event deleted, even seconds-old ones
+        ("0d", "at least 1 day"),
+        ("-5d", "at least 1 day"),
+        ("2999-01-01", "is in the future"),  # was accepted: every event deleted
+    ],
+)
+def test_prune_refuses_a_cutoff_that_is_not_in_the_past(app, settings, cat_jpeg, older_than, says):
+    post_files(app.test_client(), [("new.jpg", cat_jpeg)])
+    env = {"IMGCLASS_DATA_DIR": str(settings.data_dir)}
+    result = CliRunner().invoke(main, ["db", "prune", "--older-than", older_than, "--yes"], env=env)
+    assert result.exit_code == 2, result.output
+    assert says in result.output and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert count(app, "SELECT COUNT(*) FROM api_event_fact") == 1
 
 
 def test_a_running_server_heals_when_prune_removes_a_cached_row(app, settings, cat_jpeg):

@@ -47,6 +47,27 @@ def database_unreachable(exc: SQLAlchemyError) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+def _too_large(app: Flask) -> str:
+    """Which limit a 413 met: the body's size, or werkzeug's bounds on a form's parts.
+
+    werkzeug raises the same ``RequestEntityTooLarge`` for both; a body within the size limit
+    (its Content-Length, or a chunked body read without reaching the limit) met the form's.
+    """
+    limit = app.config.get("MAX_CONTENT_LENGTH")
+    length = request.content_length
+    over = length is not None and limit is not None and length > limit
+    if not over and length is None:
+        stream = request.__dict__.get("stream")  # only if werkzeug made it; never make it here
+        over = stream is None or getattr(stream, "is_exhausted", True)
+    if over or request.mimetype != "multipart/form-data":
+        return f"the request body exceeds the limit of {limit:,} bytes"
+    return (
+        f"the form has more than {app.config['MAX_FORM_PARTS']:,} parts, or a field that is not "
+        f"a file is over {app.config['MAX_FORM_MEMORY_SIZE']:,} bytes; send images as files in "
+        "field 'image'"
+    )
+
+
 def register(app: Flask) -> None:
     @app.before_request
     def _assign_request_id():
@@ -72,10 +93,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         if exc.code == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
-            return error_response(
-                413, "payload_too_large", f"the request body exceeds the limit of {limit:,} bytes"
-            )
+            return error_response(413, "payload_too_large", _too_large(app))
         response, status = error_response(
             exc.code or 500, _http_code(exc), exc.description or exc.name
         )

@@ -3,11 +3,14 @@
 Body (JSON, at most ``MAX_BODY_BYTES``)::
 
     {"request_id": "<a predict response's request_id>",
-     "class_id": 281            # or "label": "tabby" / "tabby, tabby cat" / "n02123045"
+     "class_id": 281            # or "label": "tabby" / "tabby, tabby cat" / "Egyptian_cat"
+                                #     (the analytics' class label) / "n02123045"
      "filename": "cat.jpg"      # optional: which image, when the request had several
      "index": 0}                # optional, instead of filename: its position in "results"
 
-Same authentication as predict: anonymous unless ``IMGCLASS_REQUIRE_AUTH``.
+Same authentication as predict: anonymous unless ``IMGCLASS_REQUIRE_AUTH``. A caller reaches
+only their own requests (an admin any): a keyed user those sent with their key, an anonymous
+caller anonymous ones; another caller's request is a 404 like an unknown id.
 201 for new feedback, 200 when it replaced earlier feedback for that image.
 """
 
@@ -80,10 +83,20 @@ def parse_feedback(body: dict) -> FeedbackRequest:
         names = ", ".join(repr(str(k)[:40]) for k in unknown[:5])
         raise _invalid(f"unknown field(s) {names}; accepted: {', '.join(FIELDS)}")
     request_id = body.get("request_id")
-    if not isinstance(request_id, str) or not REQUEST_ID.match(request_id):
+    if request_id is None:
         raise _invalid(
             "request_id is required: the request_id string of a predict response "
             "(1-64 letters, digits, '.', '_' or '-')"
+        )
+    if not isinstance(request_id, str):
+        raise _invalid(
+            "request_id must be a string: the request_id of a predict response "
+            "(1-64 letters, digits, '.', '_' or '-')"
+        )
+    if not REQUEST_ID.match(request_id):
+        raise _invalid(
+            f"request_id {request_id[:80]!r} is malformed: a predict response's request_id "
+            "is 1-64 letters, digits, '.', '_' or '-'"
         )
     class_id, label = body.get("class_id"), body.get("label")
     if (class_id is None) == (label is None):
@@ -119,6 +132,13 @@ def feedback():
     ---
     post:
       summary: Ground truth for a predicted image, by the predict response's request id
+      description: >-
+        Names the request by the `request_id` of its predict response, and the true class
+        by `class_id` or `label` (an ImageNet name, a class label as the analytics write it
+        such as `Egyptian_cat`, or a WordNet id). Only the caller's own requests are found:
+        those sent with the same API key, or anonymous ones for an anonymous caller; an admin
+        key reaches every request. Another caller's request is `404 unknown_request`, as an
+        id nobody used.
       tags: [monitoring]
       security: [{}, {apiKey: []}]
       requestBody:
@@ -157,7 +177,11 @@ def feedback():
         svc.users, request.headers.get("Authorization"), required=svc.settings.require_auth
     )
     req = parse_feedback(read_json_object())
-    outcome = svc.feedback.submit(req, account.user_id if account else ANONYMOUS_USER_ID)
+    outcome = svc.feedback.submit(
+        req,
+        account.user_id if account else ANONYMOUS_USER_ID,
+        is_admin=bool(account and account.is_admin),
+    )
     body = {
         "request_id": outcome.request_id,
         "index": outcome.index,

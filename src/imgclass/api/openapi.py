@@ -92,9 +92,17 @@ ERROR_RESPONSES: dict[str, tuple[int, str, dict]] = {
     ),
 }
 
-# Answered by gunicorn before a request reaches the app (its limit_request_line and
-# limit_request_field_size): an HTML page, without the app's headers.
+# Answered by gunicorn before a request reaches the app: a malformed head (400) and its
+# limit_request_line and limit_request_field_size (414, 431). An HTML page, without the app's
+# headers (no X-Request-ID): gunicorn has no setting or hook that would let the app shape
+# these (its worker writes them), so they are documented here and pinned by
+# tests/e2e/test_limits.py.
 SERVER_RESPONSES: dict[str, tuple[int, str]] = {
+    "MalformedRequest": (
+        400,
+        "the request's head is malformed: a Content-Length that is not a non-negative "
+        "integer, both Content-Length and Transfer-Encoding, a NUL byte in a header",
+    ),
     "UriTooLong": (414, f"the request line is over {LIMIT_REQUEST_LINE} bytes"),
     "HeadersTooLarge": (
         431,
@@ -207,7 +215,10 @@ def build_spec(app: Flask) -> dict:
         plugins=[FlaskPlugin(), ImgclassPlugin()],
         info={
             "description": "Image classification over HTTP with a built-in analytics "
-            'warehouse. Every error is `{"error": {"code", "message", "request_id"}}`.'
+            'warehouse. Every error is `{"error": {"code", "message", "request_id"}}`, except '
+            "what the HTTP server (gunicorn) refuses before the app sees it: a malformed "
+            "request head (400), a request line or header block over its limits (414, 431), "
+            "answered with gunicorn's own text/html page and no X-Request-ID."
         },
     )
     spec.components.security_scheme(
@@ -217,13 +228,21 @@ def build_spec(app: Flask) -> dict:
     for tag, description in TAGS.items():
         spec.tag({"name": tag, "description": description})
     _add_schemas(spec, services(app).settings)
+    server_says = {status: text for status, text in SERVER_RESPONSES.values()}
     for name, (status, description, headers) in ERROR_RESPONSES.items():
+        content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        if status in server_says:  # the same status from gunicorn, before the app
+            description += (
+                f"; or, as text/html without X-Request-ID, from the HTTP server (gunicorn) "
+                f"when {server_says[status]}"
+            )
+            content["text/html"] = {"schema": {"type": "string"}}
         spec.components.response(
             name,
             {
                 "description": f"{status}: {description}",
                 "headers": {"X-Request-ID": REQUEST_ID, **headers},
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                "content": content,
             },
         )
     for name, (status, description) in SERVER_RESPONSES.items():

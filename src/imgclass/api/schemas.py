@@ -110,7 +110,17 @@ class FeedbackRequest(TypedDict):
     )
     request_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
     class_id: NotRequired[ClassId]
-    label: NotRequired[Annotated[str, Field(min_length=1, max_length=200)]]
+    label: NotRequired[
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=200,
+                description="an ImageNet name ('tabby', 'tabby, tabby cat'), a class label "
+                "as the analytics write it ('Egyptian_cat') or a WordNet id ('n02123045')",
+            ),
+        ]
+    ]
     filename: NotRequired[Annotated[str, Field(min_length=1, max_length=255)]]
     index: NotRequired[Annotated[int, Field(ge=0)]]
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import io
 
-from flask import Request
+from imgclass.api.form_limits import FileCountingRequest
 
 
-class UploadRequest(Request):
+class UploadRequest(FileCountingRequest):
+    """Counts file parts while parsing (``form_limits``) and keeps each one in memory."""
+
     def _get_file_stream(
         self,
         total_content_length: int | None,

@@ -2,10 +2,16 @@
 
 ``FeedbackService.submit`` finds the request's events, picks the image (by
 filename or position when the request had several), resolves the true class
-(an ImageNet index, a label or a WordNet id), stores it in the warehouse
-(replacing earlier feedback for that image) and counts it in
-``imgclass_feedback_total{outcome="correct"|"incorrect"}``. Plain Python: the
-API parses the JSON, this module decides.
+(an ImageNet index, a name, a class label as the analytics use it, or a WordNet
+id), stores it in the warehouse (replacing earlier feedback for that image) and
+counts it in ``imgclass_feedback_total{outcome="correct"|"incorrect"}``. Plain
+Python: the API parses the JSON, this module decides.
+
+Only the caller's own events are read: an admin's feedback may name any event, a keyed
+user's only that user's events, an anonymous caller's only anonymous events. A request id
+is no secret (clients may choose it with ``X-Request-ID``, so strangers' requests can share
+one); anybody else's events under it are treated as absent, so no answer or message
+describes them.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from sqlalchemy import Engine
 from imgclass.errors import BadRequest, Conflict, NotFound, ServiceError
 from imgclass.ops import metrics
 from imgclass.vision.labels import imagenet_labels
+from imgclass.warehouse.concepts import imagenet_concepts, normalize_name
 from imgclass.warehouse.feedback import EventRef, FeedbackStore, request_events
 from imgclass.warehouse.recorder import ClassFacts
 
@@ -64,8 +71,11 @@ def _wnid(class_id: int) -> str | None:
 
 
 @lru_cache(maxsize=1)
-def _label_index() -> tuple[dict[str, list[int]], dict[str, list[int]], dict[str, int]]:
-    """(exact full name → ids, lower-cased name or synonym → ids, WordNet id → id)."""
+def _label_index() -> tuple[
+    dict[str, list[int]], dict[str, int], dict[str, list[int]], dict[str, int]
+]:
+    """(exact full name → ids, analytics label → id, lower-cased name or synonym → ids,
+    WordNet id → id)."""
     labels = imagenet_labels()
     exact: dict[str, list[int]] = {}
     loose: dict[str, list[int]] = {}
@@ -74,7 +84,10 @@ def _label_index() -> tuple[dict[str, list[int]], dict[str, list[int]], dict[str
         terms = {name.lower(), *(part.strip().lower() for part in name.split(","))}
         for term in terms:
             loose.setdefault(term, []).append(class_id)
-    return exact, loose, {wnid: i for i, wnid in enumerate(labels.wnids)}
+    # The unique, comma-free labels of the analytics class filter ("Egyptian_cat",
+    # "crane_134"), so a label read off the dashboard or a cube names its class here too.
+    short = {label: class_id for class_id, label in imagenet_concepts().labels.items()}
+    return exact, short, loose, {wnid: i for i, wnid in enumerate(labels.wnids)}
 
 
 def resolve_class(*, class_id: int | None = None, label: str | None = None) -> ClassFacts:
@@ -85,17 +98,20 @@ def resolve_class(*, class_id: int | None = None, label: str | None = None) -> C
             raise UnknownClass(f"class_id must be an ImageNet index from 0 to {n_classes - 1}")
         return _class(class_id)
     assert label is not None
-    exact, loose, wnids = _label_index()
+    exact, short, loose, wnids = _label_index()
     text = " ".join(label.split())
     if WNID.match(text):
         if text not in wnids:
             raise UnknownClass(f"label {text!r} is not the WordNet id of an ImageNet class")
         return _class(wnids[text])
+    if text not in exact and normalize_name(text) in short:
+        return _class(short[normalize_name(text)])
     ids = exact.get(text) or loose.get(text.lower(), [])
     if not ids:
         raise UnknownClass(
             f"label {label[:80]!r} is not an ImageNet class name; send an ImageNet name "
-            "(e.g. 'tabby'), a WordNet id (e.g. 'n02123045') or a class_id"
+            "(e.g. 'tabby'), a class label as the analytics write it (e.g. 'Egyptian_cat'), "
+            "a WordNet id (e.g. 'n02123045') or a class_id"
         )
     if len(ids) > 1:
         choices = ", ".join(f"{i} {imagenet_labels().names[i]!r}" for i in ids)
@@ -146,13 +162,18 @@ class FeedbackService:
         self.engine = engine
         self.store = FeedbackStore(engine)
 
-    def submit(self, req: FeedbackRequest, user_id: int) -> FeedbackOutcome:
+    def submit(
+        self, req: FeedbackRequest, user_id: int, *, is_admin: bool = False
+    ) -> FeedbackOutcome:
+        """Store the feedback of ``user_id`` (0: anonymous); an admin may name any event."""
         true_class = resolve_class(class_id=req.class_id, label=req.label)
-        events = request_events(self.engine, req.request_id)
+        events = request_events(self.engine, req.request_id, owner=None if is_admin else user_id)
         if not events:
+            # The same answer whether the id is unknown or another caller's: nothing leaks.
             raise NotFound(
-                f"no request with id {req.request_id!r} was recorded "
-                "(use the request_id of a predict response)",
+                f"no request with id {req.request_id!r} was recorded for you (use the "
+                "request_id of a predict response you sent, with the same API key, or "
+                "without one for an anonymous request)",
                 code="unknown_request",
             )
         answered = [e for e in events if e.succeeded]

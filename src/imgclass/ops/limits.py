@@ -9,6 +9,8 @@ Redis and hold across workers and replicas; otherwise each worker counts for its
 
 Keys are bucketed by a hash of the presented bearer token, never the token itself, and
 without a database lookup: an unknown key still spends its bucket before it is refused.
+The token is the one authentication reads (``ops.auth.bearer_key``): ``bearer K``,
+``BEARER K`` and ``Bearer  K`` are the same key, so they share one bucket.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from flask_limiter import Limiter
 
 from imgclass.api.errors import UNAVAILABLE_RETRY_AFTER_S
 from imgclass.config import Settings
+from imgclass.errors import Unauthorized
+from imgclass.ops.auth import bearer_key
 
 # Probes and scrapes must never be throttled: a limited /readyz would take a healthy
 # replica out of its load balancer.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+MIN_RETRY_AFTER_S = 1
 
 
 def client_ip() -> str:
@@ -32,7 +37,13 @@ def client_ip() -> str:
 
 def presented_key() -> str:
     header = request.headers.get("Authorization", "")
-    return hashlib.sha256(header.encode()).hexdigest()[:32]
+    try:
+        # Parsed as authentication parses it: hashing the raw header gave every spelling of
+        # the scheme and its spacing a fresh bucket for the same key.
+        token = bearer_key(header) or ""
+    except Unauthorized:
+        token = header  # refused with a 401 anyway; it still spends a bucket
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
@@ -70,14 +81,21 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
 
 
 def _retry_after_only_where_it_means_something(response: Response) -> Response:
-    """Keep ``Retry-After`` on 429 and 503 only, with the 503's own short value.
+    """Keep ``Retry-After`` on 429 and 503 only, with the 503's own short value, and at
+    least 1 second on a 429.
 
     With its headers on, flask-limiter writes ``Retry-After`` (seconds until its window
     resets) on every response of a limited route: a 200 or a 500 told the client to wait,
-    and a 503's "retry in 5 s" was stretched to the end of the rate-limit window.
+    and a 503's "retry in 5 s" was stretched to the end of the rate-limit window. It also
+    truncates those seconds, so with less than one left (always the case for a per-second
+    limit's last fraction) a 429 said ``Retry-After: 0``, "retry at once".
     """
     if response.status_code == 503:
         response.headers["Retry-After"] = UNAVAILABLE_RETRY_AFTER_S
-    elif response.status_code != 429:
+    elif response.status_code == 429:
+        seconds = response.headers.get("Retry-After", "")
+        if not seconds.isdigit() or int(seconds) < MIN_RETRY_AFTER_S:
+            response.headers["Retry-After"] = str(MIN_RETRY_AFTER_S)
+    else:
         response.headers.pop("Retry-After", None)
     return response

@@ -237,23 +237,37 @@ def _concepts(name: str, values: tuple[str, ...]) -> tuple[str, ...]:
     return _flat(found)
 
 
-def parse_moment(parameter: str, raw: str, *, end: bool) -> datetime:
-    """A naive UTC datetime; a date as ``to`` means the end of that day (exclusive bound)."""
+def parse_moment(parameter: str, raw: str, *, end: bool) -> datetime | None:
+    """A naive UTC datetime; a date as ``to`` means the end of that day (exclusive bound).
+
+    ``to=9999-12-31`` is None, no upper bound: the end of that day is past the last moment
+    a ``datetime`` can hold (computing it raised OverflowError, reported as "not an ISO
+    date"). Any moment whose UTC equivalent falls outside the years 1 to 9999 is refused as
+    out of range.
+    """
     raw = raw.strip()
     try:
         if _DATE.fullmatch(raw):
             day = date.fromisoformat(raw)
+            if end and day == date.max:
+                return None
             moment = datetime(day.year, day.month, day.day)
             return moment + timedelta(days=1) if end else moment
         moment = datetime.fromisoformat(raw)
-    except (ValueError, OverflowError) as exc:
+    except ValueError as exc:
         raise bad(
             parameter,
             f"expected an ISO date or datetime like 2026-11-25 or 2026-11-25T06:30, "
             f"got {_shown(raw)}",
         ) from exc
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
+        try:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError as exc:
+            raise bad(
+                parameter,
+                f"{_shown(raw)} is out of range: in UTC it falls outside 0001-01-01 to 9999-12-31",
+            ) from exc
     return moment
 
 

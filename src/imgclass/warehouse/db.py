@@ -7,6 +7,11 @@ and foreign keys on. Write transactions on SQLite start with ``BEGIN
 IMMEDIATE`` so that two processes never both read, then both try to upgrade to
 a write lock.
 
+The SQLite file holds personal data (addresses, user agents, filenames, key hashes), so it
+is created owner-only (0600) before SQLite opens it, in a data directory created 0700;
+SQLite gives its ``-wal`` and ``-shm`` files the database file's permissions. Files and
+directories that already exist keep theirs.
+
 PostgreSQL gets none of that: it has row locks and real concurrent writers.
 Its engine gets a sized connection pool (pre-ping, recycle: connections survive
 a server restart or a proxy that drops idle ones) and READ COMMITTED isolation,
@@ -18,6 +23,7 @@ there, so code can pass it whatever the backend.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -75,10 +81,26 @@ def make_engine(
     )
 
 
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) if absent, itself owner-only (0700)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create an empty ``path`` with mode 0600 unless it exists (SQLite takes it as new)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 def _sqlite_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # SQLite would create the file with the umask's mode (0644): readable by every user.
+        private_dir(Path(parsed.database).parent)
+        _create_private_file(Path(parsed.database))
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")

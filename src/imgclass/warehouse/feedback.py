@@ -28,6 +28,7 @@ from imgclass.warehouse.schema import (
     model_dim,
     prediction_feedback,
     time_dim,
+    user_dim,
 )
 
 
@@ -57,8 +58,14 @@ class StoredFeedback:
     replaced: bool  # an earlier feedback for this event was overwritten
 
 
-def request_events(engine: Engine, request_id: str) -> list[EventRef]:
-    """Every fact row recorded under ``request_id``, in recording order (the response's)."""
+def request_events(engine: Engine, request_id: str, *, owner: int | None) -> list[EventRef]:
+    """The fact rows recorded under ``request_id`` for ``owner``, in recording order.
+
+    ``owner`` is an ``api_user.user_id`` (0: anonymous callers): only events recorded for
+    that account are read, since a request id is not secret and clients choose their own
+    (``X-Request-ID``), so strangers' requests can share one. ``None`` reads every owner's
+    (an admin's view).
+    """
     f, c, m, i = api_event_fact.c, class_dim.c, model_dim.c, image_dim.c
     query = (
         select(
@@ -80,6 +87,9 @@ def request_events(engine: Engine, request_id: str) -> list[EventRef]:
         .where(f.request_id == request_id)
         .order_by(f.event_id)
     )
+    if owner is not None:
+        mine = select(user_dim.c.user_key).where(user_dim.c.user_id == owner)
+        query = query.where(f.user_key.in_(mine))
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     events = []
