@@ -147,8 +147,8 @@ class Settings(BaseSettings):
 
     metrics_dir: Path | None = Field(
         None,
-        description="prometheus_client multiprocess directory for `serve` (emptied at start); "
-        "default: one per data dir in /dev/shm",
+        description="prometheus_client multiprocess directory for `serve` (emptied at start, "
+        "refused while another server uses it); default: one per server in /dev/shm",
     )
     metrics_top_classes: int = Field(
         25, ge=1, le=1000, description="classes named in imgclass_predictions_total per process"
@@ -270,12 +270,17 @@ class Settings(BaseSettings):
         return self.cpu_plan.inference_threads
 
     @property
-    def effective_metrics_dir(self) -> Path:
-        if self.metrics_dir:
-            return self.metrics_dir.expanduser().resolve()
+    def explicit_metrics_dir(self) -> Path | None:
+        """``IMGCLASS_METRICS_DIR``, absolute; None when unset (one per server, below)."""
+        return self.metrics_dir.expanduser().resolve() if self.metrics_dir else None
+
+    @property
+    def default_metrics_prefix(self) -> Path:
+        """Without ``metrics_dir`` each server uses ``<this>-<master pid>`` (ops/multiproc.py)."""
         # Not on the data disk: prometheus_client mmaps sparse files there, and a worker
         # that writes a metric while that filesystem is full dies of SIGBUS (measured: a
-        # crash loop on a full data disk). /dev/shm is memory; one directory per data dir.
+        # crash loop on a full data disk). /dev/shm is memory; the data dir's hash keeps
+        # servers of different data dirs apart, the pid servers of the same one.
         shm = Path("/dev/shm")
         if shm.is_dir() and os.access(shm, os.W_OK):
             key = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
