@@ -78,23 +78,26 @@ def load_classifier(
 def build_model_chain(settings: Settings) -> ModelChain:
     """The primary model (with its inference timeout) and the fallback export, if any."""
 
-    def load_primary() -> OnnxClassifier:
-        classifier, error = load_classifier(settings)
+    def load(precision: str) -> OnnxClassifier:
+        classifier, error = load_classifier(settings, precision=precision)
         if classifier is None:
             raise ModelUnavailable(error)
+        return classifier
+
+    def load_primary() -> OnnxClassifier:
+        classifier = load(settings.model_precision)
         classifier.timeout_s = settings.inference_timeout_s or None
         return classifier
 
-    fallback = None
-    if settings.fallback_precision not in ("none", settings.model_precision):
-        fallback, error = load_classifier(settings, precision=settings.fallback_precision)
-        if fallback is None:
-            log.warning("no fallback model: %s", error)
+    def load_fallback() -> OnnxClassifier:
+        return load(settings.fallback_precision)
+
+    has_fallback = settings.fallback_precision not in ("none", settings.model_precision)
     primary_name = f"{settings.model_name}-{settings.model_precision}"
     fallback_name = f"{settings.model_name}-{settings.fallback_precision}"
     chain = ModelChain(
         load_primary,
-        fallback,
+        load_fallback if has_fallback else None,
         failure_threshold=settings.breaker_failures,
         reset_after_s=settings.breaker_reset_s,
         primary_name=primary_name,
@@ -102,7 +105,7 @@ def build_model_chain(settings: Settings) -> ModelChain:
         on_fallback=lambda _name: metrics.fallback_activated(fallback_name),
     )
     metrics.set_breaker_state(primary_name, chain.breaker_state)  # changes come from the chain
-    if chain.fallback is not None:
+    if has_fallback:  # configured, so its counter exists even before it loads
         metrics.fallback_available(fallback_name)
     return chain
 
