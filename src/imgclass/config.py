@@ -151,7 +151,7 @@ class Settings(BaseSettings):
         "refused while another server uses it); default: one per server in /dev/shm",
     )
     metrics_top_classes: int = Field(
-        25, ge=1, le=1000, description="classes named in imgclass_predictions_total per process"
+        25, ge=1, le=1000, description="classes named in imgclass_predictions_total per server"
     )
 
     # Drift: Population Stability Index of a recent window against a reference window.

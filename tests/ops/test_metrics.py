@@ -227,6 +227,19 @@ def test_class_labels_stay_within_the_budget_under_threads():
     assert labels("class never seen") == "other"
 
 
+def test_class_labels_share_one_set_through_their_file(tmp_path):
+    path = tmp_path / "class-labels.jsonl"
+    first, second = ClassLabels(3, path), ClassLabels(3, path)  # two workers of one server
+    assert [first("tabby"), first("espresso")] == ["tabby", "espresso"]
+    assert second.label("tabby") == "tabby"  # named by the other worker
+    assert second.label("rocket") == "other"  # label() never names a class
+    with path.open("a") as fh:
+        fh.write('"volc')  # a writer killed mid-line
+    assert second("rocket") == "rocket"
+    assert [second("volcano"), first("volcano"), first("daisy")] == ["other"] * 3
+    assert first.named() == second.named() == {"tabby", "espresso", "rocket"}
+
+
 def test_functions_for_cache_fallback_drift_feedback_and_backups(client):
     before = scrape(client)
     metrics.cache_hit()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from imgclass.config import Settings
-from tests.support.prom import parse, value
+from tests.support.prom import parse, series, value
 
 
 def run(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -106,6 +106,42 @@ def test_values_of_several_processes_are_summed_and_dead_ones_live_gauges_droppe
     assert value(after_exit, "imgclass_http_requests_total", **requests) == 7
     assert value(after_exit, "imgclass_images_in_flight") == 2
     assert value(after_exit, "imgclass_ready", check="model") == 1
+
+
+def test_the_named_classes_are_the_servers_not_each_workers(tmp_path):
+    # A worker counts four classes and dies; its replacement counts others. The
+    # server still names only its first three classes (IMGCLASS_METRICS_TOP_CLASSES=3).
+    done = run(
+        f"""
+        import os
+        from pathlib import Path
+        from imgclass.ops import multiproc
+        multiproc.enable(Path({str(tmp_path / "m")!r}))
+        from imgclass.ops import metrics
+
+        def worker(classes):
+            metrics.configure(top_classes=3)  # as each worker's create_app does
+            for name in classes:
+                metrics.observe_prediction(name, 0.9)
+            os._exit(0)
+
+        for classes in (["tabby", "espresso", "rocket", "tabby", "goldfish"],
+                        ["volcano", "tabby", "daisy", "espresso"]):
+            pid = os.fork()
+            if pid == 0:
+                worker(classes)
+            os.waitpid(pid, 0)
+            multiproc.worker_exited(pid)
+        print(metrics.render()[0].decode())
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    counts = {
+        dict(labels)["class_name"]: n
+        for labels, n in series(parse(done.stdout), "imgclass_predictions_total").items()
+    }
+    assert counts == {"tabby": 3, "espresso": 2, "rocket": 1, "other": 3}
 
 
 def test_default_directory_is_off_the_data_disk_and_one_per_data_dir(tmp_path):

@@ -17,7 +17,6 @@ run``) the same code simply counts in memory.
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -31,14 +30,14 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from imgclass.ops import multiproc
+from imgclass.ops import class_labels, multiproc
+from imgclass.ops.class_labels import ClassLabels
 
 REGISTRY = CollectorRegistry()
 # What generate_latest writes: the classic text format, version 0.0.4, which every
 # Prometheus version reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-OTHER_CLASS = "other"
 STAGES = ("decode", "preprocess", "inference", "db_write")
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 FEEDBACK_OUTCOMES = ("correct", "incorrect")
@@ -87,7 +86,7 @@ IMAGES_IN_FLIGHT = Gauge(
 )
 PREDICTIONS = Counter(
     "imgclass_predictions",
-    "Images classified and answered, by top-1 class; classes beyond each process's "
+    "Images classified and answered, by top-1 class; classes beyond the server's "
     "label budget (IMGCLASS_METRICS_TOP_CLASSES) are counted as 'other'.",
     ["class_name"],
     registry=REGISTRY,
@@ -222,38 +221,13 @@ for _outcome in FEEDBACK_OUTCOMES:
     FEEDBACK.labels(_outcome)
 
 
-class ClassLabels:
-    """Bounds the ``class_name`` label: the first ``limit`` distinct classes keep their name.
-
-    Every later class is counted as ``other``, so a process never creates more
-    than ``limit + 1`` series, whatever the traffic. Frequent classes turn up
-    early in every worker and so carry their own name everywhere; a class that
-    one worker names and another counts as ``other`` is, by construction, a rare
-    one. Totals over all labels are always exact.
-    """
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._named: set[str] = set()
-        self._lock = threading.Lock()
-
-    def __call__(self, class_name: str) -> str:
-        if class_name in self._named:
-            return class_name
-        with self._lock:
-            if class_name in self._named or len(self._named) < self.limit:
-                self._named.add(class_name)
-                return class_name
-        return OTHER_CLASS
-
-
 _class_labels = ClassLabels(25)
 
 
 def configure(*, top_classes: int) -> None:
-    """Set this process's class label budget (``Settings.metrics_top_classes``)."""
+    """Set the class label budget (``Settings.metrics_top_classes``), shared by the server."""
     global _class_labels
-    _class_labels = ClassLabels(top_classes)
+    _class_labels = ClassLabels(top_classes, multiproc.server_file(class_labels.FILE_NAME))
 
 
 def render() -> tuple[bytes, str]:

@@ -32,10 +32,14 @@ import re
 import sys
 from pathlib import Path
 
+from imgclass.ops import class_labels
+
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 # The files prometheus_client writes: counter_<pid>.db, gauge_livesum_<pid>.db, histogram_<pid>.db …
 _METRIC_FILE = re.compile(r"^(counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
 LOCK_FILE = "imgclass-server.lock"
+# Other files of one server's run, shared by its processes: emptied and removed with it.
+SERVER_FILES = (class_labels.FILE_NAME,)
 
 _directory: Path | None = None  # where this process's metrics go (multiprocess mode)
 _claimed: Path | None = None  # the directory this server holds the lock of
@@ -185,8 +189,8 @@ def enable(directory: Path) -> Path:
 
     Files left by an earlier run are removed (their processes are gone, and a
     counter must start from zero with the server). Only prometheus_client's own
-    files are touched, so a directory shared with other things is safe. Call
-    :func:`claim` or :func:`own_directory` first.
+    files and ``SERVER_FILES`` are touched, so a directory shared with other
+    things is safe. Call :func:`claim` or :func:`own_directory` first.
     """
     global _directory
     if "prometheus_client" in sys.modules and os.environ.get(ENV_VAR) != str(directory):
@@ -226,18 +230,26 @@ def cleanup() -> None:
 
 
 def _remove_files(directory: Path) -> None:
+    """Remove a run's metric files and shared files (never the lock)."""
     try:
         entries = list(directory.iterdir())
     except FileNotFoundError:
         return
     for entry in entries:
-        if _METRIC_FILE.match(entry.name):
+        if _METRIC_FILE.match(entry.name) or entry.name in SERVER_FILES:
             entry.unlink(missing_ok=True)
 
 
 def directory() -> Path | None:
     """The multiprocess directory, or None when this process counts on its own."""
     return _directory
+
+
+def server_file(name: str) -> Path | None:
+    """A file (one of ``SERVER_FILES``) the server's processes share, None outside ``serve``."""
+    if name not in SERVER_FILES:
+        raise ValueError(f"{name!r} is not one of {SERVER_FILES}: it would outlive its server")
+    return None if _directory is None else _directory / name
 
 
 def worker_exited(pid: int) -> None:
