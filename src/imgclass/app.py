@@ -32,6 +32,7 @@ from imgclass.warehouse.recorder import Recorder
 from imgclass.warehouse.users import UserError, UserStore
 
 if TYPE_CHECKING:
+    from imgclass.ops.accuracy import AccuracyGauges
     from imgclass.ops.drift import DriftMonitor
     from imgclass.ops.feedback import FeedbackService
 
@@ -49,6 +50,7 @@ class Services:
     ip_policy: IpPolicy
     drift: DriftMonitor | None = None
     feedback: FeedbackService | None = None
+    accuracy: AccuracyGauges | None = None
 
 
 def services(app: Flask) -> Services:
@@ -204,16 +206,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         ip_policy=build_ip_policy(settings),
     )
 
+    from imgclass.ops.accuracy import AccuracyGauges
     from imgclass.ops.drift import DriftMonitor
     from imgclass.ops.feedback import FeedbackService
 
-    # Drift reads windows of the warehouse, like the analytics: from the replica if there is one.
-    app.extensions["imgclass"].drift = DriftMonitor(
-        app.extensions["imgclass"].analytics_engine, settings
-    )
-    app.extensions["imgclass"].feedback = FeedbackService(engine)
-    # Background drift updates (per process; IMGCLASS_DRIFT_INTERVAL_S=0 turns them off).
-    app.extensions["imgclass"].drift.start()
+    svc = app.extensions["imgclass"]
+    # Drift and accuracy read the warehouse, like the analytics: from the replica if there is one.
+    svc.accuracy = AccuracyGauges(svc.analytics_engine, settings)
+    svc.drift = DriftMonitor(svc.analytics_engine, settings, also=[svc.accuracy.update])
+    svc.feedback = FeedbackService(engine)
 
     from imgclass.api import analytics, backups, drift, errors, feedback, health, models, predict
 
@@ -240,4 +241,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Last: they wrap every blueprint registered above.
     install_security(app, settings)
     install_rate_limits(app, settings)
+    # Background drift and accuracy updates (per process; IMGCLASS_DRIFT_INTERVAL_S=0 turns
+    # them off), once everything they publish through is set up (the class label set).
+    svc.drift.start()
     return app

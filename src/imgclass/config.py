@@ -176,7 +176,15 @@ class Settings(BaseSettings):
     drift_bins: int = Field(10, ge=2, le=50, description="quantile bins / top categories")
     drift_threshold: float = Field(0.2, gt=0, description="PSI above this is significant drift")
     drift_interval_s: float = Field(
-        60, ge=0, description="seconds between background drift updates; 0 = no background"
+        60,
+        ge=0,
+        description="seconds between background drift and accuracy updates; 0 = no background",
+    )
+    accuracy_window_hours: float = Field(
+        24,
+        gt=0,
+        le=24 * 366,
+        description="the accuracy gauges cover the predictions of the last N hours with feedback",
     )
     # Backups (warehouse/backup.py): where they go and how many are kept.
     backup_destination: str | None = Field(

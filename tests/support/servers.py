@@ -97,13 +97,16 @@ def start_imgclass(
     workers: int = 2,
     data_dir: Path | None = None,
     metrics_dir: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Imgclass:
     """`imgclass serve` on a free port; call ``wait_until("/readyz")`` (or /healthz) next.
 
-    The metrics directory is ``metrics_dir`` if given, else the server's default.
+    The metrics directory is ``metrics_dir`` if given, else the server's default; ``env``
+    adds to (or overrides) the server's environment.
     """
     port = free_port()
     data_dir = data_dir or workdir / "data"
+    extra_env = env or {}
     env = {
         **os.environ,
         "IMGCLASS_DATA_DIR": str(data_dir),
@@ -115,6 +118,7 @@ def start_imgclass(
         env.pop(name, None)
     if metrics_dir is not None:
         env["IMGCLASS_METRICS_DIR"] = str(metrics_dir)
+    env.update(extra_env)
     imgclass = str(Path(sys.executable).parent / "imgclass")
     process = spawn("imgclass", [imgclass, "serve"], workdir, env, f"http://127.0.0.1:{port}")
     return Imgclass(

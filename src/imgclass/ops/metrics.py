@@ -200,8 +200,41 @@ DRIFT_THRESHOLD = Gauge(
 )
 FEEDBACK = Counter(
     "imgclass_feedback",
-    "Ground-truth feedback received on predictions: outcome correct or incorrect.",
-    ["outcome"],
+    "Ground-truth feedback received on predictions (traffic, not accuracy: a feedback that "
+    'replaced an earlier one for the same image has replaced="true"), by outcome.',
+    ["outcome", "replaced"],
+    registry=REGISTRY,
+)
+# Accuracy comes from the warehouse, where a replaced feedback counts once (ops/accuracy.py):
+# every live worker computes the same figures from it, so the newest value is the truth.
+MODEL_ACCURACY = Gauge(
+    "imgclass_model_accuracy_ratio",
+    "Top-1 accuracy of a model's predictions that have feedback, over the recent window "
+    "(IMGCLASS_ACCURACY_WINDOW_HOURS, by prediction time); NaN when none has.",
+    ["name", "version"],
+    multiprocess_mode="livemostrecent",
+    registry=REGISTRY,
+)
+MODEL_FEEDBACK_EVENTS = Gauge(
+    "imgclass_model_feedback_events",
+    "Predictions of a model with feedback in the recent window: the accuracy's denominator.",
+    ["name", "version"],
+    multiprocess_mode="livemostrecent",
+    registry=REGISTRY,
+)
+CLASS_ACCURACY = Gauge(
+    "imgclass_class_accuracy_ratio",
+    "Top-1 accuracy (precision) of the predictions of a class that have feedback, over the "
+    "recent window; classes imgclass_predictions_total does not name are 'other'; NaN: none.",
+    ["class_name"],
+    multiprocess_mode="livemostrecent",
+    registry=REGISTRY,
+)
+CLASS_FEEDBACK_EVENTS = Gauge(
+    "imgclass_class_feedback_events",
+    "Predictions of a class with feedback in the recent window: the accuracy's denominator.",
+    ["class_name"],
+    multiprocess_mode="livemostrecent",
     registry=REGISTRY,
 )
 LAST_BACKUP = Gauge(
@@ -218,7 +251,8 @@ LAST_BACKUP = Gauge(
 for _stage in STAGES:
     STAGE_SECONDS.labels(_stage)
 for _outcome in FEEDBACK_OUTCOMES:
-    FEEDBACK.labels(_outcome)
+    for _replaced in ("false", "true"):
+        FEEDBACK.labels(_outcome, _replaced)
 
 
 _class_labels = ClassLabels(25)
@@ -335,8 +369,25 @@ def set_drift_threshold(value: float) -> None:
     DRIFT_THRESHOLD.set(value)
 
 
-def feedback_received(correct: bool) -> None:
-    FEEDBACK.labels(FEEDBACK_OUTCOMES[0] if correct else FEEDBACK_OUTCOMES[1]).inc()
+def feedback_received(correct: bool, replaced: bool) -> None:
+    outcome = FEEDBACK_OUTCOMES[0] if correct else FEEDBACK_OUTCOMES[1]
+    FEEDBACK.labels(outcome, "true" if replaced else "false").inc()
+
+
+def set_model_accuracy(name: str, version: str, feedback: int, accuracy: float) -> None:
+    MODEL_ACCURACY.labels(name, version).set(accuracy)
+    MODEL_FEEDBACK_EVENTS.labels(name, version).set(feedback)
+
+
+def set_class_accuracy(class_name: str, feedback: int, accuracy: float) -> None:
+    """``class_name``: a label of ``class_label`` (a named class or ``other``)."""
+    CLASS_ACCURACY.labels(class_name).set(accuracy)
+    CLASS_FEEDBACK_EVENTS.labels(class_name).set(feedback)
+
+
+def named_classes() -> frozenset[str]:
+    """The classes ``imgclass_predictions_total`` names so far (the server's set)."""
+    return _class_labels.named()
 
 
 def set_last_backup(timestamp: float) -> None:
