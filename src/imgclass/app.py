@@ -32,6 +32,7 @@ from imgclass.warehouse.recorder import Recorder
 from imgclass.warehouse.users import UserError, UserStore
 
 if TYPE_CHECKING:
+    from imgclass.ops.accuracy import AccuracyGauges
     from imgclass.ops.drift import DriftMonitor
     from imgclass.ops.feedback import FeedbackService
 
@@ -49,6 +50,7 @@ class Services:
     ip_policy: IpPolicy
     drift: DriftMonitor | None = None
     feedback: FeedbackService | None = None
+    accuracy: AccuracyGauges | None = None
 
 
 def services(app: Flask) -> Services:
@@ -78,23 +80,26 @@ def load_classifier(
 def build_model_chain(settings: Settings) -> ModelChain:
     """The primary model (with its inference timeout) and the fallback export, if any."""
 
-    def load_primary() -> OnnxClassifier:
-        classifier, error = load_classifier(settings)
+    def load(precision: str) -> OnnxClassifier:
+        classifier, error = load_classifier(settings, precision=precision)
         if classifier is None:
             raise ModelUnavailable(error)
+        return classifier
+
+    def load_primary() -> OnnxClassifier:
+        classifier = load(settings.model_precision)
         classifier.timeout_s = settings.inference_timeout_s or None
         return classifier
 
-    fallback = None
-    if settings.fallback_precision not in ("none", settings.model_precision):
-        fallback, error = load_classifier(settings, precision=settings.fallback_precision)
-        if fallback is None:
-            log.warning("no fallback model: %s", error)
+    def load_fallback() -> OnnxClassifier:
+        return load(settings.fallback_precision)
+
+    has_fallback = settings.fallback_precision not in ("none", settings.model_precision)
     primary_name = f"{settings.model_name}-{settings.model_precision}"
     fallback_name = f"{settings.model_name}-{settings.fallback_precision}"
     chain = ModelChain(
         load_primary,
-        fallback,
+        load_fallback if has_fallback else None,
         failure_threshold=settings.breaker_failures,
         reset_after_s=settings.breaker_reset_s,
         primary_name=primary_name,
@@ -102,7 +107,7 @@ def build_model_chain(settings: Settings) -> ModelChain:
         on_fallback=lambda _name: metrics.fallback_activated(fallback_name),
     )
     metrics.set_breaker_state(primary_name, chain.breaker_state)  # changes come from the chain
-    if chain.fallback is not None:
+    if has_fallback:  # configured, so its counter exists even before it loads
         metrics.fallback_available(fallback_name)
     return chain
 
@@ -214,16 +219,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         ip_policy=build_ip_policy(settings),
     )
 
+    from imgclass.ops.accuracy import AccuracyGauges
     from imgclass.ops.drift import DriftMonitor
     from imgclass.ops.feedback import FeedbackService
 
-    # Drift reads windows of the warehouse, like the analytics: from the replica if there is one.
-    app.extensions["imgclass"].drift = DriftMonitor(
-        app.extensions["imgclass"].analytics_engine, settings
-    )
-    app.extensions["imgclass"].feedback = FeedbackService(engine)
-    # Background drift updates (per process; IMGCLASS_DRIFT_INTERVAL_S=0 turns them off).
-    app.extensions["imgclass"].drift.start()
+    svc = app.extensions["imgclass"]
+    # Drift and accuracy read the warehouse, like the analytics: from the replica if there is one.
+    svc.accuracy = AccuracyGauges(svc.analytics_engine, settings)
+    svc.drift = DriftMonitor(svc.analytics_engine, settings, also=[svc.accuracy.update])
+    svc.feedback = FeedbackService(engine)
 
     from imgclass.api import analytics, backups, drift, errors, feedback, health, models, predict
 
@@ -253,4 +257,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Last: they wrap every blueprint registered above.
     install_security(app, settings)
     install_rate_limits(app, settings)
+    # Background drift and accuracy updates (per process; IMGCLASS_DRIFT_INTERVAL_S=0 turns
+    # them off), once everything they publish through is set up (the class label set).
+    svc.drift.start()
     return app

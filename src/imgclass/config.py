@@ -147,11 +147,11 @@ class Settings(BaseSettings):
 
     metrics_dir: Path | None = Field(
         None,
-        description="prometheus_client multiprocess directory for `serve` (emptied at start); "
-        "default: one per data dir in /dev/shm",
+        description="prometheus_client multiprocess directory for `serve` (emptied at start, "
+        "refused while another server uses it); default: one per server in /dev/shm",
     )
     metrics_top_classes: int = Field(
-        25, ge=1, le=1000, description="classes named in imgclass_predictions_total per process"
+        25, ge=1, le=1000, description="classes named in imgclass_predictions_total per server"
     )
 
     # Drift: Population Stability Index of a recent window against a reference window.
@@ -176,7 +176,15 @@ class Settings(BaseSettings):
     drift_bins: int = Field(10, ge=2, le=50, description="quantile bins / top categories")
     drift_threshold: float = Field(0.2, gt=0, description="PSI above this is significant drift")
     drift_interval_s: float = Field(
-        60, ge=0, description="seconds between background drift updates; 0 = no background"
+        60,
+        ge=0,
+        description="seconds between background drift and accuracy updates; 0 = no background",
+    )
+    accuracy_window_hours: float = Field(
+        24,
+        gt=0,
+        le=24 * 366,
+        description="the accuracy gauges cover the predictions of the last N hours with feedback",
     )
     # Backups (warehouse/backup.py): where they go and how many are kept.
     backup_destination: str | None = Field(
@@ -274,12 +282,17 @@ class Settings(BaseSettings):
         return self.cpu_plan.inference_threads
 
     @property
-    def effective_metrics_dir(self) -> Path:
-        if self.metrics_dir:
-            return self.metrics_dir.expanduser().resolve()
+    def explicit_metrics_dir(self) -> Path | None:
+        """``IMGCLASS_METRICS_DIR``, absolute; None when unset (one per server, below)."""
+        return self.metrics_dir.expanduser().resolve() if self.metrics_dir else None
+
+    @property
+    def default_metrics_prefix(self) -> Path:
+        """Without ``metrics_dir`` each server uses ``<this>-<master pid>`` (ops/multiproc.py)."""
         # Not on the data disk: prometheus_client mmaps sparse files there, and a worker
         # that writes a metric while that filesystem is full dies of SIGBUS (measured: a
-        # crash loop on a full data disk). /dev/shm is memory; one directory per data dir.
+        # crash loop on a full data disk). /dev/shm is memory; the data dir's hash keeps
+        # servers of different data dirs apart, the pid servers of the same one.
         shm = Path("/dev/shm")
         if shm.is_dir() and os.access(shm, os.W_OK):
             key = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]

@@ -10,6 +10,8 @@ survive fork: workers forked from a master that had loaded it aborted
 (SIGABRT) or hung on exit until gunicorn killed them. And prometheus_client
 must find its multiprocess directory set before it is first imported (see
 ops/multiproc.py); an exited worker's live gauges are dropped in ``child_exit``.
+Each server claims its own metrics directory before anything else, and removes
+it on every way out of the master.
 """
 
 from __future__ import annotations
@@ -80,7 +82,6 @@ class ImgclassServer(BaseApplication):
             "control_socket_disable": True,
             "post_fork": _post_fork,
             "child_exit": _child_exit,
-            "on_exit": _on_exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -118,10 +119,6 @@ def _child_exit(_arbiter, worker) -> None:
     multiproc.worker_exited(worker.pid)
 
 
-def _on_exit(_arbiter) -> None:
-    multiproc.cleanup()
-
-
 def _prepare_storage(settings: Settings) -> None:
     from imgclass.app import prepare_storage
 
@@ -133,21 +130,35 @@ def _prepare_storage(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
-    # In a child, so that this process (the master) never imports the app; see above.
-    child = multiprocessing.get_context("fork").Process(
-        target=_prepare_storage, args=(settings,), name="imgclass-prepare-storage"
-    )
-    child.start()
-    child.join()
-    if child.exitcode != 0:
-        raise SystemExit(f"could not prepare the database (exit code {child.exitcode})")
-    multiproc.enable(settings.effective_metrics_dir)
-    cpu = settings.cpu_plan
-    log.info(
-        "sizing for %d CPUs: %d workers x %d threads, %d inference threads each",
-        cpu.cpus,
-        cpu.workers,
-        cpu.threads,
-        cpu.inference_threads,
-    )
-    ImgclassServer(settings).run()
+    # First, so that a second server on the same directory stops before touching anything.
+    try:
+        if settings.explicit_metrics_dir is not None:
+            directory = multiproc.claim(settings.explicit_metrics_dir)
+        else:
+            directory = multiproc.own_directory(settings.default_metrics_prefix)
+    except multiproc.DirectoryInUse as exc:
+        raise SystemExit(f"imgclass serve: {exc}") from None
+    try:
+        # In a child, so that this process (the master) never imports the app; see above.
+        child = multiprocessing.get_context("fork").Process(
+            target=_prepare_storage, args=(settings,), name="imgclass-prepare-storage"
+        )
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"could not prepare the database (exit code {child.exitcode})")
+        multiproc.enable(directory)
+        cpu = settings.cpu_plan
+        log.info(
+            "sizing for %d CPUs: %d workers x %d threads, %d inference threads each",
+            cpu.cpus,
+            cpu.workers,
+            cpu.threads,
+            cpu.inference_threads,
+        )
+        ImgclassServer(settings).run()
+    finally:
+        # Every way out of the master: a normal stop, gunicorn's sys.exit when it cannot
+        # bind its port, an error. Workers leave through here too (gunicorn raises
+        # SystemExit in the forked child); cleanup() does nothing in them.
+        multiproc.cleanup()

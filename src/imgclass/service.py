@@ -95,7 +95,7 @@ class PredictionService:
         self.cache = cache
 
     def predict(self, ctx: RequestContext, uploads: list[Upload], top_k: int) -> list[ImageResult]:
-        if not self.models.available:
+        if not self.models.heal():  # nothing loaded: loads again once per cool-down
             exc = ModelUnavailable(f"no model can answer: {self.models.unavailable_reason}")
             self.record_failure(ctx, exc.status, exc.code)
             raise exc

@@ -44,8 +44,9 @@ def feedback_rows(app) -> list[dict]:
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def counted(outcome: str) -> float:
-    return REGISTRY.get_sample_value("imgclass_feedback_total", {"outcome": outcome}) or 0.0
+def counted(outcome: str, replaced: str = "false") -> float:
+    labels = {"outcome": outcome, "replaced": replaced}
+    return REGISTRY.get_sample_value("imgclass_feedback_total", labels) or 0.0
 
 
 def error(resp) -> tuple[int, str, str]:
@@ -94,12 +95,15 @@ def test_correcting_then_replacing(app, client, cat_request):
     assert counted("incorrect") == incorrect_before + 1
 
     # A second feedback for the same image replaces the first: still one row.
+    predicted = cat_request["results"][0]["predictions"][0]["class_id"]
+    outcome = "correct" if predicted == TABBY else "incorrect"
+    replaced_before = counted(outcome, replaced="true")
     resp = feedback(client, {"request_id": rid, "label": TABBY_WNID})
     assert resp.status_code == 200 and resp.get_json()["replaced"] is True
     (row,) = feedback_rows(app)
     assert (row["true_class_id"], row["wnid"]) == (TABBY, TABBY_WNID)
-    predicted = cat_request["results"][0]["predictions"][0]["class_id"]
     assert bool(row["is_correct"]) is (predicted == TABBY)
+    assert counted(outcome, replaced="true") == replaced_before + 1  # counted as a replacement
 
 
 def test_a_true_class_never_predicted_is_added_to_the_class_dimension(app, client, cat_request):

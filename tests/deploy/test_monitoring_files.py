@@ -151,7 +151,9 @@ def test_grafana_dashboard_is_well_formed_and_covers_the_service():
         "imgclass_circuit_breaker_state",
         "imgclass_drift_psi",
         "imgclass_predictions",  # top classes
-        "imgclass_feedback",  # accuracy
+        "imgclass_feedback",  # feedback traffic
+        "imgclass_model_accuracy_ratio",  # accuracy per model
+        "imgclass_class_accuracy_ratio",  # accuracy per class
     ):
         assert topic in used, topic
 

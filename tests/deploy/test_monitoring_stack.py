@@ -137,7 +137,13 @@ def stack(tmp_path_factory, model_dir):
     root = tmp_path_factory.mktemp("monitoring")
     empty_models = root / "no-models"
     empty_models.mkdir()
-    healthy = start_imgclass(root / "healthy", model_dir, metrics_dir=root / "healthy-metrics")
+    healthy = start_imgclass(
+        root / "healthy",
+        model_dir,
+        metrics_dir=root / "healthy-metrics",
+        # The accuracy gauges are refreshed by the background monitor: often, for the test.
+        env={"IMGCLASS_DRIFT_INTERVAL_S": "1"},
+    )
     broken = start_imgclass(root / "broken", empty_models, metrics_dir=root / "broken-metrics")
     receiver = WebhookReceiver()
     started = []
@@ -184,6 +190,21 @@ def post(server, data: bytes, content_type="image/jpeg", query="") -> int:
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def send_feedback(server, image: bytes, class_id: int) -> None:
+    """Predict ``image``, then say its true class."""
+    req = urllib.request.Request(
+        server.base + PREDICT, data=image, headers={"Content-Type": "image/jpeg"}
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        request_id = json.load(resp)["request_id"]
+    body = json.dumps({"request_id": request_id, "class_id": class_id}).encode()
+    req = urllib.request.Request(
+        server.base + "/api/v1/feedback", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        assert resp.status == 201
 
 
 def query(prometheus, expr: str) -> tuple[int, dict]:
@@ -243,6 +264,7 @@ def traffic(stack, cat_jpeg, coffee_jpeg):
     healthy, broken, prometheus = stack["healthy"], stack["broken"], stack["prometheus"]
     for image in (cat_jpeg, coffee_jpeg, cat_jpeg):
         assert post(healthy, image) == 200
+    send_feedback(healthy, cat_jpeg, class_id=281)  # tabby
     assert post(healthy, b"plain text", content_type="text/plain") == 400
     assert post(healthy, b"<svg/>", content_type="image/svg+xml") == 415
     assert http_get(healthy.base + "/no/such/page")[0] == 404
@@ -254,6 +276,7 @@ def traffic(stack, cat_jpeg, coffee_jpeg):
         for expr in (
             'count_over_time(imgclass_http_requests_total{status="503"}[1m]) >= 2',
             "min(count_over_time(imgclass_predictions_total[1m])) >= 2",
+            "imgclass_model_feedback_events > 0",  # the monitor has seen the feedback
         ):
             status, body = query(prometheus, expr)
             if status != 200 or not body["data"]["result"]:

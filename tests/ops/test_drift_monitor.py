@@ -1,4 +1,5 @@
-"""The background drift thread: it publishes, survives a failing warehouse, and stops."""
+"""The background drift thread (and the accuracy gauges it refreshes): it publishes, survives
+a failing warehouse, and stops."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 
 from imgclass.app import create_app, services
+from imgclass.ops.accuracy import AccuracyGauges
 from imgclass.ops.drift import DriftMonitor
 from imgclass.ops.metrics import REGISTRY
 from imgclass.warehouse.db import make_engine
@@ -53,15 +55,26 @@ def test_create_app_starts_the_thread_only_when_asked(settings, admin_key):
 
 def test_a_failing_update_is_logged_and_the_thread_recovers(settings, tmp_path, caplog):
     engine = make_engine(f"sqlite:///{tmp_path / 'late.db'}")  # no tables yet
-    monitor = DriftMonitor(engine, settings.model_copy(update={"drift_interval_s": 0.05}))
+    fast = settings.model_copy(update={"drift_interval_s": 0.05})
+    accuracy = AccuracyGauges(engine, fast)
+    computed = []
+
+    def accuracy_update():  # the accuracy gauges ride on the same thread
+        computed.append(accuracy.update())
+
+    monitor = DriftMonitor(engine, fast, also=[accuracy_update])
     caplog.set_level(logging.ERROR, logger="imgclass.ops.drift")
     monitor.start()
     try:
         assert wait_for(lambda: "drift update failed" in caplog.text)
-        assert monitor.latest is None
+        assert wait_for(
+            lambda: "background update" in caplog.text and "accuracy_update" in caplog.text
+        )
+        assert monitor.latest is None and not computed
         upgrade(engine)  # the warehouse becomes readable: the next round succeeds
-        assert wait_for(lambda: monitor.latest is not None)
+        assert wait_for(lambda: monitor.latest is not None and computed)
         assert monitor.latest.status == "insufficient_data"
+        assert computed[-1].by_model == {}  # no feedback yet
     finally:
         monitor.stop()
         engine.dispose()

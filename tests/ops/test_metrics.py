@@ -37,6 +37,10 @@ EXPECTED = {
     "imgclass_drift_psi": "gauge",
     "imgclass_drift_threshold": "gauge",
     "imgclass_feedback": "counter",
+    "imgclass_model_accuracy_ratio": "gauge",
+    "imgclass_model_feedback_events": "gauge",
+    "imgclass_class_accuracy_ratio": "gauge",
+    "imgclass_class_feedback_events": "gauge",
     "imgclass_backup_last_success_timestamp_seconds": "gauge",
 }
 PREDICT = "/api/v1/predict"
@@ -57,6 +61,8 @@ def test_metrics_page_is_prometheus_text_with_only_imgclass_names(client):
     metrics.set_breaker_state("some-model", "closed")
     metrics.set_drift_psi("width", 0.0)
     metrics.set_drift_threshold(0.2)
+    metrics.set_model_accuracy("some-model", "1", 0, float("nan"))
+    metrics.set_class_accuracy("other", 0, float("nan"))
     resp = client.get("/metrics")
     assert resp.status_code == 200
     assert resp.content_type == "text/plain; version=0.0.4; charset=utf-8"
@@ -227,6 +233,19 @@ def test_class_labels_stay_within_the_budget_under_threads():
     assert labels("class never seen") == "other"
 
 
+def test_class_labels_share_one_set_through_their_file(tmp_path):
+    path = tmp_path / "class-labels.jsonl"
+    first, second = ClassLabels(3, path), ClassLabels(3, path)  # two workers of one server
+    assert [first("tabby"), first("espresso")] == ["tabby", "espresso"]
+    assert second.label("tabby") == "tabby"  # named by the other worker
+    assert second.label("rocket") == "other"  # label() never names a class
+    with path.open("a") as fh:
+        fh.write('"volc')  # a writer killed mid-line
+    assert second("rocket") == "rocket"
+    assert [second("volcano"), first("volcano"), first("daisy")] == ["other"] * 3
+    assert first.named() == second.named() == {"tabby", "espresso", "rocket"}
+
+
 def test_functions_for_cache_fallback_drift_feedback_and_backups(client):
     before = scrape(client)
     metrics.cache_hit()
@@ -238,9 +257,9 @@ def test_functions_for_cache_fallback_drift_feedback_and_backups(client):
     metrics.set_breaker_state("efficientnet-lite0-int8", "half_open")
     metrics.set_drift_psi("brightness", 0.31)
     metrics.set_drift_threshold(0.25)
-    metrics.feedback_received(correct=True)
-    metrics.feedback_received(correct=False)
-    metrics.feedback_received(correct=False)
+    metrics.feedback_received(correct=True, replaced=False)
+    metrics.feedback_received(correct=False, replaced=False)
+    metrics.feedback_received(correct=False, replaced=True)
     metrics.set_last_backup(1_700_000_000.5)
     after = scrape(client)
 
@@ -257,8 +276,9 @@ def test_functions_for_cache_fallback_drift_feedback_and_backups(client):
     assert value(after, state, model="efficientnet-lite0-int8") == 1
     assert value(after, "imgclass_drift_psi", feature="brightness") == pytest.approx(0.31)
     assert value(after, "imgclass_drift_threshold") == pytest.approx(0.25)
-    assert delta("imgclass_feedback_total", outcome="correct") == 1
-    assert delta("imgclass_feedback_total", outcome="incorrect") == 2
+    assert delta("imgclass_feedback_total", outcome="correct", replaced="false") == 1
+    assert delta("imgclass_feedback_total", outcome="incorrect", replaced="false") == 1
+    assert delta("imgclass_feedback_total", outcome="incorrect", replaced="true") == 1
     assert value(after, "imgclass_backup_last_success_timestamp_seconds") == 1_700_000_000.5
     metrics.set_breaker_state("efficientnet-lite0-fp32", "closed")
     assert value(scrape(client), state, model="efficientnet-lite0-fp32") == 0
@@ -266,8 +286,11 @@ def test_functions_for_cache_fallback_drift_feedback_and_backups(client):
 
 def test_feedback_outcomes_exist_before_any_feedback(client):
     samples = scrape(client)
-    outcomes = {dict(labels)["outcome"] for labels in series(samples, "imgclass_feedback_total")}
-    assert outcomes == {"correct", "incorrect"}
+    outcomes = {
+        (dict(labels)["outcome"], dict(labels)["replaced"])
+        for labels in series(samples, "imgclass_feedback_total")
+    }
+    assert outcomes == {(o, r) for o in ("correct", "incorrect") for r in ("false", "true")}
 
 
 def test_bad_stage_and_breaker_state_are_refused():

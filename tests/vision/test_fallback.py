@@ -41,10 +41,12 @@ def make_app(tmp_path, models, **overrides):
     settings = make_settings(
         tmp_path / "data",
         models,
-        cache_entries=0,  # every request must reach the models
-        breaker_failures=FAILURES,
-        breaker_reset_s=COOL_DOWN,
-        **overrides,
+        **{
+            "cache_entries": 0,  # every request must reach the models
+            "breaker_failures": FAILURES,
+            "breaker_reset_s": COOL_DOWN,
+            **overrides,
+        },
     )
     app = create_app(settings)
     return app, app.test_client()
@@ -149,6 +151,75 @@ def test_with_no_model_at_all_the_answer_is_a_clear_503(tmp_path, models, cat_jp
     (row,) = fact_rows(app)
     assert (row["status_code"], row["error_code"]) == (503, "model_unavailable")
     assert client.get("/readyz").status_code == 503
+    services(app).engine.dispose()
+
+
+def truncate(path):
+    """Cut a model file in half, as an interrupted copy leaves it; return the good bytes."""
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    return good
+
+
+def test_with_no_model_loaded_putting_the_files_back_heals_without_a_restart(
+    tmp_path, models, cat_jpeg
+):
+    primary, fallback = primary_file(models), model_path(models, MODEL_NAME, "int8")
+    good_primary, good_fallback = truncate(primary), truncate(fallback)
+    app, client = make_app(tmp_path, models)
+
+    resp = post_files(client, [("cat.jpg", cat_jpeg)])
+    assert resp.status_code == 503 and resp.headers["Retry-After"]
+    message = resp.get_json()["error"]["message"]
+    # Both failures are named, each with its file.
+    assert message.startswith(f"no model can answer: model file {primary} could not be loaded")
+    assert f"; fallback: model file {fallback} could not be loaded" in message
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "fallback: model file" in ready.get_json()["reasons"][0]
+
+    primary.write_bytes(good_primary)  # an operator puts the right files back
+    fallback.write_bytes(good_fallback)
+    time.sleep(COOL_DOWN + 0.1)
+    ready = client.get("/readyz")  # a probe alone loads them: no traffic needed
+    assert ready.status_code == 200 and ready.get_json()["checks"]["model"] == "ok"
+    body = predict(client, cat_jpeg)
+    assert not body["model"]["fallback"] and body["model"]["version"].endswith("+fp32")
+    models_now = client.get("/api/v1/models").get_json()
+    assert [m["role"] for m in models_now["models"]] == ["primary", "fallback"]
+    assert models_now["circuit_breaker"] == "closed"
+    assert [r["status_code"] for r in fact_rows(app)] == [503, 200]
+    services(app).engine.dispose()
+
+
+def test_without_a_fallback_a_primary_put_back_heals_on_the_next_request(
+    tmp_path, models, cat_jpeg
+):
+    good = primary_file(models).read_bytes()
+    primary_file(models).unlink()
+    app, client = make_app(tmp_path, models, fallback_precision="none")
+    resp = post_files(client, [("cat.jpg", cat_jpeg)])
+    assert resp.status_code == 503
+    message = resp.get_json()["error"]["message"]
+    assert "is missing" in message and "fallback: none is configured" in message
+
+    primary_file(models).write_bytes(good)
+    time.sleep(COOL_DOWN + 0.1)
+    body = predict(client, cat_jpeg)  # the request itself loads it and is answered
+    assert not body["model"]["fallback"]
+    assert client.get("/readyz").status_code == 200
+    services(app).engine.dispose()
+
+
+def test_with_no_model_loaded_loading_is_tried_once_per_cool_down(tmp_path, models, cat_jpeg):
+    good = truncate(primary_file(models))
+    app, client = make_app(tmp_path, models, fallback_precision="none", breaker_reset_s=3600)
+    primary_file(models).write_bytes(good)
+    # Fixed on disk, but the cool-down after the failed load at start has not passed:
+    # neither requests nor probes load the model again before it has.
+    for _ in range(3):
+        assert post_files(client, [("cat.jpg", cat_jpeg)]).status_code == 503
+        assert client.get("/readyz").status_code == 503
+    assert "loaded again every 3600 s" in client.get("/readyz").get_json()["reasons"][0]
     services(app).engine.dispose()
 
 

@@ -51,7 +51,9 @@ def readyz():
     svc = services(current_app)
     checks, reasons = {}, []
     chain = svc.predictor.models
-    if not chain.available:
+    # With no model loaded this tries again (once per cool-down): probes and scrapes
+    # reach a server that no traffic does, so it heals even while taken out of rotation.
+    if not chain.heal():
         checks["model"] = "not loaded"
         reasons.append(f"model: {chain.unavailable_reason}")
     elif chain.primary is None or chain.breaker_state != "closed":

@@ -38,7 +38,7 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
@@ -420,11 +420,18 @@ def publish(report: DriftReport) -> None:
 
 
 class DriftMonitor:
-    """Keeps the latest report; ``start`` recomputes it every ``drift_interval_s`` seconds."""
+    """Keeps the latest report; ``start`` recomputes it every ``drift_interval_s`` seconds.
 
-    def __init__(self, engine: Engine, settings: Settings):
+    ``also``: other figures the same background thread refreshes from the warehouse
+    after each report (the accuracy gauges), each failing on its own.
+    """
+
+    def __init__(
+        self, engine: Engine, settings: Settings, also: Sequence[Callable[[], object]] = ()
+    ):
         self.engine = engine
         self.settings = settings
+        self.also = tuple(also)
         self._latest: DriftReport | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -472,4 +479,10 @@ class DriftMonitor:
             except Exception:
                 # The service keeps serving; the last good report and gauges stay.
                 log.exception("drift update failed")
+            for task in self.also:
+                try:
+                    task()
+                except Exception:
+                    name = getattr(task, "__qualname__", repr(task))
+                    log.exception("background update %s failed", name)
             self._stop.wait(self.settings.drift_interval_s)

@@ -4,8 +4,9 @@
 filename or position when the request had several), resolves the true class
 (an ImageNet index, a name, a class label as the analytics use it, or a WordNet
 id), stores it in the warehouse (replacing earlier feedback for that image) and
-counts it in ``imgclass_feedback_total{outcome="correct"|"incorrect"}``. Plain
-Python: the API parses the JSON, this module decides.
+counts it in ``imgclass_feedback_total{outcome, replaced}`` (traffic; the accuracy
+gauges come from the warehouse, see ops/accuracy.py). Plain Python: the API parses
+the JSON, this module decides.
 
 Only the caller's own events are read: an admin's feedback may name any event, a keyed
 user's only that user's events, an anonymous caller's only anonymous events. A request id
@@ -186,7 +187,7 @@ class FeedbackService:
             )
         index, event = _pick(req.request_id, answered, req)
         stored = self.store.record(event, true_class, user_id)
-        metrics.feedback_received(stored.is_correct)
+        metrics.feedback_received(stored.is_correct, stored.replaced)
         assert event.class_id is not None
         return FeedbackOutcome(
             request_id=req.request_id,

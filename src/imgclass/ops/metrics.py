@@ -17,7 +17,6 @@ run``) the same code simply counts in memory.
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -31,14 +30,14 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from imgclass.ops import multiproc
+from imgclass.ops import class_labels, multiproc
+from imgclass.ops.class_labels import ClassLabels
 
 REGISTRY = CollectorRegistry()
 # What generate_latest writes: the classic text format, version 0.0.4, which every
 # Prometheus version reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-OTHER_CLASS = "other"
 STAGES = ("decode", "preprocess", "inference", "db_write")
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 FEEDBACK_OUTCOMES = ("correct", "incorrect")
@@ -87,7 +86,7 @@ IMAGES_IN_FLIGHT = Gauge(
 )
 PREDICTIONS = Counter(
     "imgclass_predictions",
-    "Images classified and answered, by top-1 class; classes beyond each process's "
+    "Images classified and answered, by top-1 class; classes beyond the server's "
     "label budget (IMGCLASS_METRICS_TOP_CLASSES) are counted as 'other'.",
     ["class_name"],
     registry=REGISTRY,
@@ -201,8 +200,41 @@ DRIFT_THRESHOLD = Gauge(
 )
 FEEDBACK = Counter(
     "imgclass_feedback",
-    "Ground-truth feedback received on predictions: outcome correct or incorrect.",
-    ["outcome"],
+    "Ground-truth feedback received on predictions (traffic, not accuracy: a feedback that "
+    'replaced an earlier one for the same image has replaced="true"), by outcome.',
+    ["outcome", "replaced"],
+    registry=REGISTRY,
+)
+# Accuracy comes from the warehouse, where a replaced feedback counts once (ops/accuracy.py):
+# every live worker computes the same figures from it, so the newest value is the truth.
+MODEL_ACCURACY = Gauge(
+    "imgclass_model_accuracy_ratio",
+    "Top-1 accuracy of a model's predictions that have feedback, over the recent window "
+    "(IMGCLASS_ACCURACY_WINDOW_HOURS, by prediction time); NaN when none has.",
+    ["name", "version"],
+    multiprocess_mode="livemostrecent",
+    registry=REGISTRY,
+)
+MODEL_FEEDBACK_EVENTS = Gauge(
+    "imgclass_model_feedback_events",
+    "Predictions of a model with feedback in the recent window: the accuracy's denominator.",
+    ["name", "version"],
+    multiprocess_mode="livemostrecent",
+    registry=REGISTRY,
+)
+CLASS_ACCURACY = Gauge(
+    "imgclass_class_accuracy_ratio",
+    "Top-1 accuracy (precision) of the predictions of a class that have feedback, over the "
+    "recent window; classes imgclass_predictions_total does not name are 'other'; NaN: none.",
+    ["class_name"],
+    multiprocess_mode="livemostrecent",
+    registry=REGISTRY,
+)
+CLASS_FEEDBACK_EVENTS = Gauge(
+    "imgclass_class_feedback_events",
+    "Predictions of a class with feedback in the recent window: the accuracy's denominator.",
+    ["class_name"],
+    multiprocess_mode="livemostrecent",
     registry=REGISTRY,
 )
 LAST_BACKUP = Gauge(
@@ -219,41 +251,17 @@ LAST_BACKUP = Gauge(
 for _stage in STAGES:
     STAGE_SECONDS.labels(_stage)
 for _outcome in FEEDBACK_OUTCOMES:
-    FEEDBACK.labels(_outcome)
-
-
-class ClassLabels:
-    """Bounds the ``class_name`` label: the first ``limit`` distinct classes keep their name.
-
-    Every later class is counted as ``other``, so a process never creates more
-    than ``limit + 1`` series, whatever the traffic. Frequent classes turn up
-    early in every worker and so carry their own name everywhere; a class that
-    one worker names and another counts as ``other`` is, by construction, a rare
-    one. Totals over all labels are always exact.
-    """
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self._named: set[str] = set()
-        self._lock = threading.Lock()
-
-    def __call__(self, class_name: str) -> str:
-        if class_name in self._named:
-            return class_name
-        with self._lock:
-            if class_name in self._named or len(self._named) < self.limit:
-                self._named.add(class_name)
-                return class_name
-        return OTHER_CLASS
+    for _replaced in ("false", "true"):
+        FEEDBACK.labels(_outcome, _replaced)
 
 
 _class_labels = ClassLabels(25)
 
 
 def configure(*, top_classes: int) -> None:
-    """Set this process's class label budget (``Settings.metrics_top_classes``)."""
+    """Set the class label budget (``Settings.metrics_top_classes``), shared by the server."""
     global _class_labels
-    _class_labels = ClassLabels(top_classes)
+    _class_labels = ClassLabels(top_classes, multiproc.server_file(class_labels.FILE_NAME))
 
 
 def render() -> tuple[bytes, str]:
@@ -361,8 +369,25 @@ def set_drift_threshold(value: float) -> None:
     DRIFT_THRESHOLD.set(value)
 
 
-def feedback_received(correct: bool) -> None:
-    FEEDBACK.labels(FEEDBACK_OUTCOMES[0] if correct else FEEDBACK_OUTCOMES[1]).inc()
+def feedback_received(correct: bool, replaced: bool) -> None:
+    outcome = FEEDBACK_OUTCOMES[0] if correct else FEEDBACK_OUTCOMES[1]
+    FEEDBACK.labels(outcome, "true" if replaced else "false").inc()
+
+
+def set_model_accuracy(name: str, version: str, feedback: int, accuracy: float) -> None:
+    MODEL_ACCURACY.labels(name, version).set(accuracy)
+    MODEL_FEEDBACK_EVENTS.labels(name, version).set(feedback)
+
+
+def set_class_accuracy(class_name: str, feedback: int, accuracy: float) -> None:
+    """``class_name``: a label of ``class_label`` (a named class or ``other``)."""
+    CLASS_ACCURACY.labels(class_name).set(accuracy)
+    CLASS_FEEDBACK_EVENTS.labels(class_name).set(feedback)
+
+
+def named_classes() -> frozenset[str]:
+    """The classes ``imgclass_predictions_total`` names so far (the server's set)."""
+    return _class_labels.named()
 
 
 def set_last_backup(timestamp: float) -> None:

@@ -10,6 +10,12 @@ and its success closes the breaker again. The probe loads the primary afresh
 from disk, so fixing or replacing the model file heals the service without a
 restart.
 
+When no model loaded at all (both files missing or corrupt, or the primary's
+with no fallback configured) there is no call for the breaker to probe, so
+``heal`` loads them again (the primary, then the fallback) at most once per
+cool-down; the predict path and the readiness check (hence every scrape) call
+it, so such a service heals by itself too.
+
 The breaker is pybreaker's; it holds its lock for the duration of a call, which
 costs nothing here because inference is already one-at-a-time per process
 (``OnnxClassifier``'s run lock).
@@ -18,6 +24,8 @@ costs nothing here because inference is already one-at-a-time per process
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,12 +68,17 @@ class _StateListener(pybreaker.CircuitBreakerListener):
 
 
 class ModelChain:
-    """Primary + optional fallback; use ``classify`` on the request path."""
+    """Primary + optional fallback; use ``classify`` on the request path.
+
+    ``load_primary`` and ``load_fallback`` build a classifier from disk or raise
+    ``ModelUnavailable``; they are called at start, by the breaker's probe
+    (primary) and by ``heal`` (both).
+    """
 
     def __init__(
         self,
         load_primary: Callable[[], Classifier],
-        fallback: Classifier | None,
+        load_fallback: Callable[[], Classifier] | None = None,
         *,
         failure_threshold: int = 3,
         reset_after_s: float = 30.0,
@@ -74,10 +87,15 @@ class ModelChain:
         on_fallback: Callable[[str], None] | None = None,
     ):
         self._load_primary = load_primary
-        self.fallback = fallback
+        self._load_fallback = load_fallback
+        self.reset_after_s = reset_after_s
         self.on_fallback = on_fallback
         self.primary: Classifier | None = None
         self.primary_error: str | None = None
+        self.fallback: Classifier | None = None
+        self.fallback_error: str | None = None
+        self._heal_lock = threading.Lock()
+        self._next_heal = 0.0  # time.monotonic() before which heal() does not load again
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=failure_threshold,
             reset_timeout=reset_after_s,
@@ -91,13 +109,58 @@ class ModelChain:
             log.error("primary model unavailable: %s", exc.message)
             # Not loaded at all: no point in failing N requests before using the fallback.
             self.breaker.open()
-        primary, fallback = self.primary, self.fallback
-        if primary and fallback and fallback.preprocessing != primary.preprocessing:
-            log.error(
-                "fallback model %s expects different input than the primary; disabled",
-                fallback.info.name,
-            )
-            self.fallback = None
+        self._load_missing_fallback()
+        if not self.available:
+            self._next_heal = time.monotonic() + reset_after_s
+
+    def _load_missing_fallback(self) -> None:
+        if self._load_fallback is None or self.fallback is not None:
+            return
+        try:
+            fallback = self._load_fallback()
+        except ModelUnavailable as exc:
+            self.fallback_error = exc.message
+            log.warning("no fallback model: %s", exc.message)
+            return
+        primary = self.primary
+        if primary is not None and fallback.preprocessing != primary.preprocessing:
+            self.fallback_error = "it expects different input than the primary"
+            log.error("fallback model %s %s; disabled", fallback.info.name, self.fallback_error)
+            return
+        self.fallback, self.fallback_error = fallback, None
+
+    def heal(self) -> bool:
+        """Whether a model can answer; when none is loaded, first try loading them again.
+
+        At most once per cool-down (``reset_after_s``) and by one thread at a
+        time (the others answer at once from the current state): the primary
+        first, then the fallback if it is missing.
+        """
+        if self.available or time.monotonic() < self._next_heal:
+            return self.available
+        if not self._heal_lock.acquire(blocking=False):
+            return self.available
+        try:
+            if not self.available and time.monotonic() >= self._next_heal:
+                self._load_again()
+                if not self.available:
+                    self._next_heal = time.monotonic() + self.reset_after_s
+        finally:
+            self._heal_lock.release()
+        return self.available
+
+    def _load_again(self) -> None:
+        try:
+            primary = self._load_primary()
+        except ModelUnavailable as exc:
+            self.primary_error = exc.message
+        else:
+            log.warning("primary model %s loaded after none could answer", primary.info.name)
+            self.primary, self.primary_error = primary, None
+            self.breaker.close()  # it was opened because the primary was missing
+        self._load_missing_fallback()
+        if self.fallback is not None and self.primary is None:
+            log.warning("fallback model %s loaded after none could answer", self.fallback.info.name)
 
     # -- what the rest of the service reads --------------------------------
 
@@ -107,7 +170,16 @@ class ModelChain:
 
     @property
     def unavailable_reason(self) -> str:
-        return self.primary_error or "no model is loaded"
+        """Why no model can answer: the primary's failure and the fallback's."""
+        primary = self.primary_error or "no model is loaded"
+        if self._load_fallback is None:
+            fallback = "none is configured"
+        else:
+            fallback = self.fallback_error or "not loaded"
+        return (
+            f"{primary}; fallback: {fallback}; "
+            f"the models are loaded again every {self.reset_after_s:g} s"
+        )
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -168,6 +240,7 @@ class ModelChain:
                 raise
             if self.fallback and self.fallback.preprocessing != primary.preprocessing:
                 self.fallback = None
+                self.fallback_error = "it expects different input than the primary"
             log.warning("primary model %s (re)loaded for a probe", primary.info.name)
             self.primary = primary
         try:

@@ -175,6 +175,8 @@ class AccuracyRow:
     label: str  # human-readable key
     feedback: int  # events with ground truth
     correct: int
+    # The grouping columns' values: (class_id, class_name), (model_name, model_version), (day,).
+    group: tuple = ()
 
     @property
     def accuracy(self) -> float:
@@ -235,9 +237,10 @@ def accuracy(
             if n:
                 result.append(AccuracyRow(None, "overall", n, ok))
         elif by in ("true_class", "predicted_class"):
-            result.append(AccuracyRow(row[0], f"{row[0]} {row[1]}", n, ok))
+            result.append(AccuracyRow(row[0], f"{row[0]} {row[1]}", n, ok, (row[0], row[1])))
         elif by == "model":
-            result.append(AccuracyRow(f"{row[0]} {row[1]}", f"{row[0]} {row[1]}", n, ok))
+            name = f"{row[0]} {row[1]}"
+            result.append(AccuracyRow(name, name, n, ok, (row[0], row[1])))
         else:
-            result.append(AccuracyRow(row[0], row[0].isoformat(), n, ok))
+            result.append(AccuracyRow(row[0], row[0].isoformat(), n, ok, (row[0],)))
     return result
