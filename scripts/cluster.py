@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -180,6 +181,40 @@ def read_or_create_secret(path: Path, make) -> str:
     return value
 
 
+def cluster_admin_name(run_dir: Path) -> str:
+    """The admin that holds a run directory's key when the database had an admin before it."""
+    digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:8]
+    return f"cluster-{digest}"
+
+
+def ensure_admin_key(database_url: str, key: str, run_dir: Path) -> str:
+    """Make ``key`` an active admin key of the database; returns the admin's name.
+
+    The replicas give ``IMGCLASS_ADMIN_KEY`` only to the first admin of an empty database.
+    A database that already has one (the run directory's key file was deleted, or another
+    checkout uses the same database) would leave the key printed for this run unknown, so it
+    goes to an admin of this run directory's own, created the first time and given the new
+    key when the key file was made again (its old key went with the file).
+    """
+    from imgclass.warehouse.db import make_engine
+    from imgclass.warehouse.users import UserError, UserStore
+
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        users = UserStore(engine)
+        account = users.authenticate(key)
+        if account is not None and account.is_admin:
+            return account.username
+        name = cluster_admin_name(run_dir)
+        try:
+            users.add(name, admin=True, key=key)
+        except UserError:  # made by an earlier run of this directory
+            users.rotate_key(name, key)
+        return name
+    finally:
+        engine.dispose()
+
+
 def http_status(url: str, timeout: float = 2) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -298,6 +333,7 @@ class Cluster:
         self.run_dir = spec.run_dir.resolve()
         self.logs = self.run_dir / "logs"
         self.admin_key = ""
+        self.admin_user = ""
         self.replicas: list[Service] = []
         self.nginx: Service | None = None
         self.prometheus: Service | None = None
@@ -329,6 +365,8 @@ class Cluster:
             # Together: the first to migrate holds an advisory lock, the others wait for it.
             for index in range(self.spec.replicas):
                 self.wait_ready(index)
+            # Migrated, and the first admin (if the database had none) holds the key.
+            self.admin_user = ensure_admin_key(self.spec.database_url, self.admin_key, self.run_dir)
             self.nginx = self._nginx().start()
             self._wait(self.nginx, lambda: _connects(self.spec.host, self.spec.nginx_port))
             if self.spec.monitoring:
@@ -402,7 +440,7 @@ class Cluster:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o755)
         self.logs.mkdir(exist_ok=True)
-        # Kept across runs: the database remembers the admin it was given the first time.
+        # Kept across runs: the database remembers the admin that holds it (ensure_admin_key).
         self.admin_key = read_or_create_secret(
             self.run_dir / "admin-key", lambda: "imgc_" + secrets.token_urlsafe(32)
         )
@@ -526,7 +564,7 @@ def summary(cluster: Cluster) -> str:
             f"  prometheus    {cluster.prometheus_url}/targets",
             f"  database      {spec.database_url}",
             f"  redis         {spec.redis_url or 'none (per-worker cache and limits)'}",
-            f"  admin key     {cluster.admin_key}",
+            f"  admin key     {cluster.admin_key}  (user {cluster.admin_user})",
             f"  logs          {cluster.logs}/",
             f"  try           curl -F image=@samples/cat.jpg {cluster.url}/api/v1/predict",
         ]
