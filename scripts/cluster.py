@@ -225,6 +225,18 @@ def http_status(url: str, timeout: float = 2) -> int | None:
         return None
 
 
+def prometheus_page(base: str, page: str) -> str:
+    """The address of a Prometheus UI page, as this server's version serves it.
+
+    Prometheus 3 serves its pages at ``/<page>``. Debian's 2.x package ships only the
+    classic UI, at ``/classic/<page>``, and answers 404 for ``/<page>``.
+    """
+    for url in (f"{base}/{page}", f"{base}/classic/{page}"):
+        if http_status(url) == 200:
+            return url
+    return f"{base}/"  # redirects to whichever UI there is
+
+
 # --- processes ------------------------------------------------------------------------------
 
 
@@ -334,6 +346,7 @@ class Cluster:
         self.logs = self.run_dir / "logs"
         self.admin_key = ""
         self.admin_user = ""
+        self.prometheus_targets = ""  # the UI's targets page, once Prometheus runs
         self.replicas: list[Service] = []
         self.nginx: Service | None = None
         self.prometheus: Service | None = None
@@ -374,6 +387,7 @@ class Cluster:
                 self._wait(
                     self.prometheus, lambda: http_status(self.prometheus_url + "/-/ready") == 200
                 )
+                self.prometheus_targets = prometheus_page(self.prometheus_url, "targets")
         except BaseException:
             self.stop()
             raise
@@ -556,12 +570,17 @@ def _running_state(run_dir: Path) -> dict[str, int]:
 def summary(cluster: Cluster) -> str:
     spec = cluster.spec
     replicas = ", ".join(f"http://{cluster.replica_address(i)}" for i in range(spec.replicas))
+    if cluster.prometheus_targets:
+        api = f"{cluster.prometheus_url}/api/v1/targets"
+        prometheus = f"{cluster.prometheus_targets}  (API: {api})"
+    else:
+        prometheus = "not started"
     return "\n".join(
         [
             f"imgclass cluster: {spec.replicas} replica(s) behind nginx",
             f"  app (nginx)   {cluster.url}/",
             f"  replicas      {replicas}",
-            f"  prometheus    {cluster.prometheus_url}/targets",
+            f"  prometheus    {prometheus}",
             f"  database      {spec.database_url}",
             f"  redis         {spec.redis_url or 'none (per-worker cache and limits)'}",
             f"  admin key     {cluster.admin_key}  (user {cluster.admin_user})",

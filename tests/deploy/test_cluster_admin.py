@@ -128,3 +128,10 @@ def test_the_printed_key_is_an_admin_key_of_the_running_cluster(
         assert http_get(request)[0] == 401
         status, body = http_get_with_key(request, key)
         assert status == 200, body
+
+        # Both Prometheus links work with the installed version (Debian's 2.42: /classic/…).
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith("prometheus"))
+        links = re.findall(r"http://\S+[^\s)]", line)
+        assert f"{cluster.prometheus_url}/api/v1/targets" in links and len(links) == 2
+        for link in links:
+            assert http_get(link)[0] == 200, link
