@@ -14,14 +14,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 
 def _url(raw: str, backend: str, option: str) -> str:
+    """``raw`` checked to be a ``backend`` URL; PostgreSQL's on the psycopg 3 driver."""
+    from imgclass.warehouse.db import parse_url
+
     try:
-        url = make_url(raw)
-    except ArgumentError as exc:
-        raise click.BadParameter(f"not a database URL: {raw!r}", param_hint=option) from exc
+        url = parse_url(raw)
+    except ValueError as exc:
+        raise click.BadParameter(f"{raw!r} is {exc}", param_hint=option) from None
     if url.get_backend_name() != backend:
         example = {
             "sqlite": "sqlite:///data/imgclass.db",
@@ -31,7 +34,7 @@ def _url(raw: str, backend: str, option: str) -> str:
             f"must be a {backend} URL such as {example}, got {url.get_backend_name()}",
             param_hint=option,
         )
-    return raw
+    return url.render_as_string(hide_password=False)
 
 
 @click.command("migrate-sqlite-to-postgres")

@@ -198,6 +198,17 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("database_url", "analytics_database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        # Checked at start (a clear error, not a traceback at the first connection), and
+        # postgresql:// put on the driver we ship; empty means the default.
+        if not value:
+            return None
+        from imgclass.warehouse.db import normalize_url
+
+        return normalize_url(value)
+
     @field_validator("drift_reference_start", "drift_reference_end")
     @classmethod
     def _naive_utc(cls, value: datetime | None) -> datetime | None:
