@@ -167,3 +167,19 @@ def test_a_url_without_a_driver_gets_psycopg(warehouse, fresh_postgres, scheme):
     result = run("--from", source, "--to", target)
     assert result.exit_code == 0, result.output
     assert dump(fresh_postgres) == dump(source)
+
+
+def test_the_serve_hint_can_be_pasted_and_says_the_password_is_hidden(warehouse, fresh_postgres):
+    source, _ = warehouse
+    # Trust authentication on the local server: the password is sent to no one.
+    target = fresh_postgres.replace("postgres@", "postgres:s3cr%2Ft@")
+    result = run("--from", source, "--to", target)
+    assert result.exit_code == 0, result.output
+    assert "s3cr" not in result.output
+    hint = result.output.split("serve from it with ", 1)[1]
+    placeholder = fresh_postgres.replace("postgres@", "postgres:PASSWORD@")
+    assert hint.startswith(f"IMGCLASS_DATABASE_URL={placeholder} ")
+    assert "password is not shown: put it in place of PASSWORD" in hint
+    assert "***" not in hint
+    plain = run("--from", source, "--to", fresh_postgres, "--force")
+    assert plain.output.endswith(f"serve from it with IMGCLASS_DATABASE_URL={fresh_postgres}\n")

@@ -6,6 +6,7 @@ draws the progress bar and prints the verified row counts.
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -120,5 +121,21 @@ def migrate_sqlite_to_postgres(source, target, force, batch_size) -> None:
     rows = sum(c.target_rows for c in counts)
     click.echo(
         f"copied {rows:,} rows into {shown_target} in {time.perf_counter() - started:.1f}s; "
-        f"serve from it with IMGCLASS_DATABASE_URL={shown_target}"
+        f"serve from it with {serve_hint(target)}"
+    )
+
+
+PASSWORD_PLACEHOLDER = "PASSWORD"
+
+
+def serve_hint(url: str) -> str:
+    """``IMGCLASS_DATABASE_URL=…`` ready to paste; a password is replaced, and that said."""
+    parsed = make_url(url)
+    if not parsed.password:
+        return f"IMGCLASS_DATABASE_URL={shlex.quote(url)}"
+    # SQLAlchemy's *** cannot be pasted and looks like the password: name the gap instead.
+    shown = parsed.set(password=PASSWORD_PLACEHOLDER).render_as_string(hide_password=False)
+    return (
+        f"IMGCLASS_DATABASE_URL={shlex.quote(shown)} "
+        f"(the password is not shown: put it in place of {PASSWORD_PLACEHOLDER})"
     )
