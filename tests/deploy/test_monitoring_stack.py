@@ -336,6 +336,10 @@ def test_the_dashboard_shows_the_traffic(stack, traffic):
     _, body = query(prometheus, f"histogram_quantile(0.5, sum by (le) ({buckets}))")
     median = float(body["data"]["result"][0]["value"][1])
     assert 0 < median < math.inf
+    # The Model panel tells the primary from the fallback (the broken server has neither).
+    _, body = query(prometheus, dashboard_queries()["Model/A"])
+    roles = {(r["metric"]["instance"], r["metric"]["role"]) for r in body["data"]["result"]}
+    assert roles == {(stack["healthy"].address, "primary"), (stack["healthy"].address, "fallback")}
     _, body = query(prometheus, dashboard_queries()["Newest backup age/A"])
     (age,) = body["data"]["result"]
     assert 0 <= float(age["value"][1]) < 3600  # taken by the traffic fixture, minutes ago
