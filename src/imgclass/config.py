@@ -131,7 +131,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     # Unset: derived from the CPUs this process may use (ops/cpus.py: plan()).
-    workers: int | None = Field(None, ge=1, description="gunicorn workers; default: CPUs")
+    workers: int | None = Field(
+        None, ge=1, description="gunicorn workers; default: CPUs ÷ inference threads (1 each)"
+    )
     threads: int | None = Field(
         None, ge=1, description="threads per gunicorn worker; default: inference threads + 3"
     )
