@@ -179,6 +179,7 @@ def test_serve_warns_when_the_given_values_oversubscribe(tmp_path, model_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGCLASS_")}
     env.update(
         IMGCLASS_DATA_DIR=str(tmp_path / "data"),
+        IMGCLASS_METRICS_DIR=str(tmp_path / "metrics"),  # stopped early: nothing left in /dev/shm
         IMGCLASS_MODEL_DIR=str(model_dir),
         IMGCLASS_PORT=str(free_port()),
         IMGCLASS_INFERENCE_THREADS="2",
