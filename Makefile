@@ -12,9 +12,9 @@ SWAGGER_UI := $(VENDOR)/swagger-ui/swagger-ui-bundle.js
 NODE_STAMP := node_modules/.install-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install model run test lint format bench screenshots clean cluster cluster-down
+.PHONY: install model vendor run test lint format bench screenshots clean cluster cluster-down
 
-install: $(STAMP) model $(SAMPLE) $(CHARTJS) $(SWAGGER_UI)
+install: $(STAMP) model $(SAMPLE) vendor
 
 # Re-installs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -33,7 +33,10 @@ $(SAMPLE): $(STAMP) scripts/make_samples.py
 	$(BIN)/python scripts/make_samples.py samples
 
 # `npm ci` installs exactly the locked versions into the git-ignored node_modules/; the app
-# serves the copied browser build itself (no CDN, no bundler).
+# serves the copied browser build itself (no CDN, no bundler). `make vendor` needs only npm
+# (not the virtualenv): the Dockerfile's `vendor` stage runs it too.
+vendor: $(CHARTJS) $(SWAGGER_UI)
+
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -180,6 +181,40 @@ def read_or_create_secret(path: Path, make) -> str:
     return value
 
 
+def cluster_admin_name(run_dir: Path) -> str:
+    """The admin that holds a run directory's key when the database had an admin before it."""
+    digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:8]
+    return f"cluster-{digest}"
+
+
+def ensure_admin_key(database_url: str, key: str, run_dir: Path) -> str:
+    """Make ``key`` an active admin key of the database; returns the admin's name.
+
+    The replicas give ``IMGCLASS_ADMIN_KEY`` only to the first admin of an empty database.
+    A database that already has one (the run directory's key file was deleted, or another
+    checkout uses the same database) would leave the key printed for this run unknown, so it
+    goes to an admin of this run directory's own, created the first time and given the new
+    key when the key file was made again (its old key went with the file).
+    """
+    from imgclass.warehouse.db import make_engine
+    from imgclass.warehouse.users import UserError, UserStore
+
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        users = UserStore(engine)
+        account = users.authenticate(key)
+        if account is not None and account.is_admin:
+            return account.username
+        name = cluster_admin_name(run_dir)
+        try:
+            users.add(name, admin=True, key=key)
+        except UserError:  # made by an earlier run of this directory
+            users.rotate_key(name, key)
+        return name
+    finally:
+        engine.dispose()
+
+
 def http_status(url: str, timeout: float = 2) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -188,6 +223,18 @@ def http_status(url: str, timeout: float = 2) -> int | None:
         return exc.code
     except OSError:
         return None
+
+
+def prometheus_page(base: str, page: str) -> str:
+    """The address of a Prometheus UI page, as this server's version serves it.
+
+    Prometheus 3 serves its pages at ``/<page>``. Debian's 2.x package ships only the
+    classic UI, at ``/classic/<page>``, and answers 404 for ``/<page>``.
+    """
+    for url in (f"{base}/{page}", f"{base}/classic/{page}"):
+        if http_status(url) == 200:
+            return url
+    return f"{base}/"  # redirects to whichever UI there is
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -298,6 +345,8 @@ class Cluster:
         self.run_dir = spec.run_dir.resolve()
         self.logs = self.run_dir / "logs"
         self.admin_key = ""
+        self.admin_user = ""
+        self.prometheus_targets = ""  # the UI's targets page, once Prometheus runs
         self.replicas: list[Service] = []
         self.nginx: Service | None = None
         self.prometheus: Service | None = None
@@ -329,6 +378,8 @@ class Cluster:
             # Together: the first to migrate holds an advisory lock, the others wait for it.
             for index in range(self.spec.replicas):
                 self.wait_ready(index)
+            # Migrated, and the first admin (if the database had none) holds the key.
+            self.admin_user = ensure_admin_key(self.spec.database_url, self.admin_key, self.run_dir)
             self.nginx = self._nginx().start()
             self._wait(self.nginx, lambda: _connects(self.spec.host, self.spec.nginx_port))
             if self.spec.monitoring:
@@ -336,6 +387,7 @@ class Cluster:
                 self._wait(
                     self.prometheus, lambda: http_status(self.prometheus_url + "/-/ready") == 200
                 )
+                self.prometheus_targets = prometheus_page(self.prometheus_url, "targets")
         except BaseException:
             self.stop()
             raise
@@ -402,7 +454,7 @@ class Cluster:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o755)
         self.logs.mkdir(exist_ok=True)
-        # Kept across runs: the database remembers the admin it was given the first time.
+        # Kept across runs: the database remembers the admin that holds it (ensure_admin_key).
         self.admin_key = read_or_create_secret(
             self.run_dir / "admin-key", lambda: "imgc_" + secrets.token_urlsafe(32)
         )
@@ -518,15 +570,20 @@ def _running_state(run_dir: Path) -> dict[str, int]:
 def summary(cluster: Cluster) -> str:
     spec = cluster.spec
     replicas = ", ".join(f"http://{cluster.replica_address(i)}" for i in range(spec.replicas))
+    if cluster.prometheus_targets:
+        api = f"{cluster.prometheus_url}/api/v1/targets"
+        prometheus = f"{cluster.prometheus_targets}  (API: {api})"
+    else:
+        prometheus = "not started"
     return "\n".join(
         [
             f"imgclass cluster: {spec.replicas} replica(s) behind nginx",
             f"  app (nginx)   {cluster.url}/",
             f"  replicas      {replicas}",
-            f"  prometheus    {cluster.prometheus_url}/targets",
+            f"  prometheus    {prometheus}",
             f"  database      {spec.database_url}",
             f"  redis         {spec.redis_url or 'none (per-worker cache and limits)'}",
-            f"  admin key     {cluster.admin_key}",
+            f"  admin key     {cluster.admin_key}  (user {cluster.admin_user})",
             f"  logs          {cluster.logs}/",
             f"  try           curl -F image=@samples/cat.jpg {cluster.url}/api/v1/predict",
         ]

@@ -83,4 +83,28 @@ def test_model_export_is_idempotent(env):
 def test_bad_configuration_is_a_clear_error(env, monkeypatch):
     monkeypatch.setenv("IMGCLASS_MAX_UPLOAD_BYTES", "lots")
     result = CliRunner().invoke(main, ["db", "upgrade"])
-    assert result.exit_code == 1 and "max_upload_bytes" in result.output
+    assert result.exit_code == 1 and "IMGCLASS_MAX_UPLOAD_BYTES: Input should be" in result.output
+    assert "lots" not in result.output and result.output.count("\n") == 1
+
+
+def test_postgresql_urls_without_a_driver_work(env, fresh_postgres, monkeypatch):
+    url = fresh_postgres.replace("postgresql+psycopg://", "postgresql://")
+    monkeypatch.setenv("IMGCLASS_DATABASE_URL", url)
+    upgraded = run("db", "upgrade")
+    assert upgraded.exit_code == 0 and head_revision() in upgraded.output
+    stats = run("stats", "--group-by", "status")
+    assert stats.exit_code == 0, stats.output
+    monkeypatch.setenv("IMGCLASS_DATABASE_URL", url.replace("postgresql://", "postgres://"))
+    assert run("users", "add", "pat").exit_code == 0
+
+
+@pytest.mark.parametrize("command", [("db", "upgrade"), ("stats",), ("serve",)])
+def test_a_malformed_database_url_is_one_line_naming_the_variable(env, monkeypatch, command):
+    url = "postgresql+psycopg://postgres:s3cret@127.0.0.1:notaport/x"
+    monkeypatch.setenv("IMGCLASS_DATABASE_URL", url)
+    result = CliRunner().invoke(main, list(command))
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: invalid IMGCLASS_* configuration: "
+        "IMGCLASS_DATABASE_URL: not a database URL (its port is not a number)\n"
+    )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import sqlite3
 
 import pytest
+import zstandard
 from click.testing import CliRunner
 
 from imgclass.cli import main
@@ -155,3 +159,97 @@ def test_s3_round_trip_and_its_errors(env, monkeypatch):
         failed(run("backup", "create", "--to", "s3://not-there/x"), "does not exist")
         monkeypatch.setenv("IMGCLASS_S3_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
         failed(run("backup", "list", "--from", dest), "cannot reach the S3 endpoint")
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def names_of(env, count: int) -> list[str]:
+    return [NAME.search(run("backup", "create").output).group(0) for _ in range(count)]
+
+
+def test_names_are_never_cut_piped_or_on_a_narrow_terminal(env):
+    names = names_of(env, 2)
+    # Piped (not a terminal): one line per backup, however narrow COLUMNS says it is.
+    piped = CliRunner(env={"COLUMNS": "60"}).invoke(main, ["backup", "list"])
+    assert piped.exit_code == 0, piped.output
+    for name in names:
+        (row,) = [line for line in piped.output.splitlines() if name in line]
+        assert " no " in row and "3 " in row
+    # An 80-column terminal: the names stay whole, other columns give way.
+    terminal = CliRunner(env={"COLUMNS": "80", "FORCE_COLOR": "1"}).invoke(main, ["backup", "list"])
+    assert terminal.exit_code == 0, terminal.output
+    lines = ANSI.sub("", terminal.output).splitlines()
+    assert max(map(len, lines)) <= 80
+    for name in names:
+        assert any(name in line for line in lines), terminal.output
+    assert "…" not in "".join(line for line in lines if "imgclass-" in line)
+
+
+def test_list_as_json(env):
+    (name,) = names_of(env, 1)
+    run("backup", "verify")
+    listing = json.loads(run("backup", "list", "--json").output)
+    assert listing["destination"] == str(env / "backups")
+    (entry,) = listing["backups"]
+    assert entry["name"] == name and entry["tables"]["api_event_fact"] == 3
+    assert entry["verification"]["ok"] is True
+    assert listing["incomplete"] == []
+
+
+def test_a_directory_that_does_not_exist_is_an_error(env, tmp_path):
+    missing = str(tmp_path / "typo")
+    failed(run("backup", "list", "--from", missing), "no such directory")
+    failed(run("backup", "prune", "--from", missing), "no such directory")
+    failed(run("backup", "verify", "--from", missing), "no such directory")
+    failed(run("backup", "restore", "latest", "--from", missing), "no such directory")
+    assert not (tmp_path / "typo").exists()
+    # The default destination before the first backup: simply none yet.
+    empty = run("backup", "list")
+    assert empty.exit_code == 0 and "no backups yet" in empty.output
+
+
+def test_a_backup_without_its_manifest_is_listed_and_latest_says_so(env):
+    older, newer = names_of(env, 2)
+    (env / "backups" / f"{newer}.json").unlink()
+    row = next(line for line in run("backup", "list").output.splitlines() if newer in line)
+    assert "incomplete: no manifest" in row
+    listing = json.loads(run("backup", "list", "--json").output)
+    assert [b["name"] for b in listing["backups"]] == [older]
+    assert [b["name"] for b in listing["incomplete"]] == [newer]
+    verified = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["backup", "verify"])
+    assert verified.exit_code == 0
+    assert f"note: {newer} has no manifest" in verified.stderr
+    assert f"using {older}, the newest complete one" in verified.stderr
+    assert verified.stdout.startswith(f"{older} ok")
+    # Named explicitly, no note: the operator chose it.
+    assert "note" not in run("backup", "verify", older).output
+
+
+def resign(manifest_path, data_path, plain: bytes) -> None:
+    """Replace a backup's data with ``plain`` and its manifest's checksums to match."""
+    packed = zstandard.ZstdCompressor().compress(plain)
+    data_path.write_bytes(packed)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["compressed"] = {"size": len(packed), "sha256": hashlib.sha256(packed).hexdigest()}
+    manifest["uncompressed"] = {"size": len(plain), "sha256": hashlib.sha256(plain).hexdigest()}
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_an_integrity_failure_is_one_line(env, tmp_path):
+    (name,) = names_of(env, 1)
+    data = env / "backups" / f"{name}.db.zst"
+    plain = bytearray(zstandard.ZstdDecompressor().decompress(data.read_bytes()))
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(plain)
+    con = sqlite3.connect(copy)
+    page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    (root,) = con.execute(
+        "SELECT rootpage FROM sqlite_master WHERE name = 'class_concept'"
+    ).fetchone()
+    con.close()
+    # Scribble over the cells at the end of a table's root page: integrity_check lists many.
+    start = root * page_size - 300
+    plain[start : start + 280] = bytes(b ^ 0x5A for b in plain[start : start + 280])
+    resign(env / "backups" / f"{name}.json", data, bytes(plain))
+    failed(run("backup", "verify", name), "integrity_check failed")

@@ -150,6 +150,7 @@ def test_bad_arguments_are_clear_errors(tmp_path, settings, app):
         (("--from", source, "--to", source), 2, "must be a postgresql URL"),
         (("--from", f"sqlite:///{tmp_path / 'none.db'}", "--to", pg), 2, "no SQLite database"),
         (("--from", "not a url", "--to", pg), 2, "not a database URL"),
+        (("--from", source, "--to", pg.replace("5432", "notaport")), 2, "not a database URL"),
         # Port 1 on loopback: nothing listens, the connection is refused at once.
         (("--from", source, "--to", "postgresql+psycopg://u@127.0.0.1:1/x"), 1, "cannot use"),
     ]
@@ -157,3 +158,28 @@ def test_bad_arguments_are_clear_errors(tmp_path, settings, app):
         result = run(*args)
         assert (result.exit_code, message in result.output) == (status, True), result.output
     assert not (tmp_path / "none.db").exists()  # a mistyped source is never created
+
+
+@pytest.mark.parametrize("scheme", ["postgresql://", "postgres://"])
+def test_a_url_without_a_driver_gets_psycopg(warehouse, fresh_postgres, scheme):
+    source, _ = warehouse
+    target = fresh_postgres.replace("postgresql+psycopg://", scheme)
+    result = run("--from", source, "--to", target)
+    assert result.exit_code == 0, result.output
+    assert dump(fresh_postgres) == dump(source)
+
+
+def test_the_serve_hint_can_be_pasted_and_says_the_password_is_hidden(warehouse, fresh_postgres):
+    source, _ = warehouse
+    # Trust authentication on the local server: the password is sent to no one.
+    target = fresh_postgres.replace("postgres@", "postgres:s3cr%2Ft@")
+    result = run("--from", source, "--to", target)
+    assert result.exit_code == 0, result.output
+    assert "s3cr" not in result.output
+    hint = result.output.split("serve from it with ", 1)[1]
+    placeholder = fresh_postgres.replace("postgres@", "postgres:PASSWORD@")
+    assert hint.startswith(f"IMGCLASS_DATABASE_URL={placeholder} ")
+    assert "password is not shown: put it in place of PASSWORD" in hint
+    assert "***" not in hint
+    plain = run("--from", source, "--to", fresh_postgres, "--force")
+    assert plain.output.endswith(f"serve from it with IMGCLASS_DATABASE_URL={fresh_postgres}\n")

@@ -30,9 +30,19 @@ def load_settings(**overrides) -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        raise click.ClickException(f"invalid IMGCLASS_* configuration:\n{exc}") from exc
+        raise click.ClickException(configuration_errors(exc)) from exc
     updates = {k: v for k, v in overrides.items() if v is not None}
     return settings.model_copy(update=updates) if updates else settings
+
+
+def configuration_errors(exc: ValidationError) -> str:
+    """One line per invalid setting, named by its variable, without the value (a secret?)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = "_".join(map(str, error["loc"])).upper()
+        name = f"IMGCLASS_{field}" if field else "IMGCLASS_*"
+        problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+    return "invalid IMGCLASS_* configuration: " + "; ".join(problems)
 
 
 @click.group()

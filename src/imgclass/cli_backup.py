@@ -6,6 +6,7 @@ failure is one line on stderr and exit status 1.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 DEST_HELP = (
@@ -33,8 +35,8 @@ def _clear_errors() -> Iterator[None]:
 
     try:
         yield
-    except BackupError as exc:
-        raise click.ClickException(exc.message) from exc
+    except BackupError as exc:  # one line, whatever the message holds
+        raise click.ClickException(" ".join(exc.message.split())) from exc
     except OSError as exc:  # disk full, permissions …: still one line, not a traceback
         where = f"{exc.filename}: " if exc.filename else ""
         raise click.ClickException(f"{where}{exc.strerror or exc}") from exc
@@ -46,8 +48,32 @@ def _locate(backup: str | None, source: str | None) -> tuple[str | None, str | N
     """Accept a backup's name, or a path to one of its files (then its directory is the source)."""
     if backup and "/" in backup and source is None and not backup.startswith("s3://"):
         path = Path(backup)
-        return path.name, str(path.parent)
-    return backup, source
+        return path.name, _existing(str(path.parent))
+    return backup, _existing(source)
+
+
+def _existing(source: str | None) -> str | None:
+    """A directory given with --from must exist: a typo would read as "no backups"."""
+    if source and "://" not in source and not Path(source).expanduser().exists():
+        raise click.ClickException(f"{source}: no such directory")
+    return source
+
+
+def _newer_incomplete(store, name: str | None) -> None:
+    """Say so when ``latest`` is not the newest data file (one whose manifest is missing)."""
+    from imgclass.warehouse.backup import LATEST, backup_names, incomplete_backups
+
+    if name not in (None, LATEST):
+        return
+    objects = store.names()
+    complete, incomplete = backup_names(store, objects), incomplete_backups(store, objects)
+    if incomplete and (not complete or incomplete[0] > complete[-1]):
+        using = f"using {complete[-1]}, the newest complete one" if complete else "none is complete"
+        click.echo(
+            f"note: {incomplete[0]} has no manifest (still being written, or its manifest "
+            f"was deleted): {using}",
+            err=True,
+        )
 
 
 def _size(n: int) -> str:
@@ -78,16 +104,53 @@ def backup_create(destination) -> None:
 
 @backup.command("list")
 @click.option("--from", "source", metavar="DIR|s3://BUCKET/PREFIX", help=DEST_HELP)
-def backup_list(source) -> None:
-    """List backups, newest first."""
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def backup_list(source, as_json) -> None:
+    """List backups, newest first, and data files whose manifest is missing."""
+    from imgclass.warehouse.backup import incomplete_backups, list_backups, name_time
+
+    source = _existing(source)
     with _clear_errors():
-        backups = _backups()
-        store = backups.store(source)
-        entries = backups.list(source)
-    table = Table(
-        "name", "created (UTC)", "size", "rows", "events", "verified", title=store.description
-    )
-    table.add_column("backend")  # sqlite or postgresql
+        store = _backups().store(source)
+        entries = list_backups(store)
+        listed = {entry.manifest.name for entry in entries}
+        incomplete = [n for n in incomplete_backups(store) if n not in listed]
+    if as_json:
+        listing = {
+            "destination": store.description,
+            "backups": [entry.to_json() for entry in entries],
+            "incomplete": [
+                {"name": name, "created_at": name_time(name).isoformat(), "manifest": None}
+                for name in incomplete
+            ],
+        }
+        click.echo(json.dumps(listing, indent=2))
+        return
+    table = listing_table(store.description, entries, incomplete, LIST_COLUMNS)
+    console = Console()
+    width = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if not console.is_terminal:
+        # A pipe has no width of its own: one line per backup (for grep), not rich's 80.
+        console = Console(width=max(console.width, width))
+    elif width > console.width:
+        table = listing_table(store.description, entries, incomplete, NARROW_COLUMNS)
+    console.print(table)
+    if not table.row_count:
+        click.echo("no backups yet: `imgclass backup create` makes one", err=True)
+
+
+LIST_COLUMNS = ("created (UTC)", "size", "rows", "events", "verified", "backend")
+# For a narrow terminal: the name holds the creation time, and --json has everything.
+NARROW_COLUMNS = ("size", "events", "verified")
+
+
+def listing_table(
+    title: str, entries: list, incomplete: list[str], columns: tuple[str, ...]
+) -> Table:
+    """The backups and the incomplete ones, newest first; the names are never cut."""
+    from imgclass.warehouse.backup import name_time
+
+    rows = {}
     for entry in entries:
         m, v = entry.manifest, entry.verification
         if v is None:
@@ -96,18 +159,25 @@ def backup_list(source) -> None:
             verified = f"[green]ok[/] {v.verified_at:%Y-%m-%d %H:%M}"
         else:
             verified = f"[red]FAILED[/] {v.verified_at:%Y-%m-%d %H:%M}"
-        table.add_row(
-            m.name,
-            f"{m.created_at:%Y-%m-%d %H:%M:%S}",
-            _size(m.compressed.size),
-            f"{sum(m.tables.values()):,}",
-            f"{m.events:,}",
-            verified,
-            m.backend,
-        )
-    Console().print(table)
-    if not entries:
-        click.echo("no backups yet: `imgclass backup create` makes one", err=True)
+        rows[m.name] = {
+            "created (UTC)": f"{m.created_at:%Y-%m-%d %H:%M:%S}",
+            "size": _size(m.compressed.size),
+            "rows": f"{sum(m.tables.values()):,}",
+            "events": f"{m.events:,}",
+            "verified": verified,
+            "backend": m.backend,
+        }
+    for name in incomplete:
+        created = f"{name_time(name):%Y-%m-%d %H:%M:%S}"
+        rows[name] = {"created (UTC)": created, "verified": "[red]incomplete[/]: no manifest"}
+    table = Table(title=title)
+    # The name is what verify and restore need: never wrapped or cut; other columns give way.
+    table.add_column("name", no_wrap=True, min_width=max(map(len, rows), default=4))
+    for header in columns:
+        table.add_column(header)
+    for name in sorted(rows, reverse=True):  # names sort by creation time
+        table.add_row(name, *(rows[name].get(header, "") for header in columns))
+    return table
 
 
 @backup.command("verify")
@@ -121,7 +191,9 @@ def backup_verify(backup_name, source) -> None:
     """
     name, source = _locate(backup_name, source)
     with _clear_errors():
-        verified = _backups().verify(name, source)
+        backups = _backups()
+        _newer_incomplete(backups.store(source), name)
+        verified = backups.verify(name, source)
     click.echo(f"{verified.name} ok: {verified.message}")
 
 
@@ -134,6 +206,7 @@ def backup_restore(backup_name, source, force) -> None:
     name, source = _locate(backup_name, source)
     with _clear_errors():
         backups = _backups()
+        _newer_incomplete(backups.store(source), name)
         manifest = backups.restore(name, source, force=force)
         target = backups.target
     checked = "integrity_check ok" if manifest.backend == "sqlite" else "row counts ok"
@@ -151,6 +224,7 @@ def backup_restore(backup_name, source, force) -> None:
 @click.option("--dry-run", is_flag=True, help="show what would be deleted, delete nothing")
 def backup_prune(source, keep_last, keep_daily, keep_weekly, dry_run) -> None:
     """Delete the backups the retention policy does not keep."""
+    source = _existing(source)
     with _clear_errors():
         backups = _backups()
         policy = backups.policy(keep_last=keep_last, keep_daily=keep_daily, keep_weekly=keep_weekly)

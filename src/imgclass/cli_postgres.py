@@ -6,6 +6,7 @@ draws the progress bar and prints the verified row counts.
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -14,14 +15,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 
 def _url(raw: str, backend: str, option: str) -> str:
+    """``raw`` checked to be a ``backend`` URL; PostgreSQL's on the psycopg 3 driver."""
+    from imgclass.warehouse.db import parse_url
+
     try:
-        url = make_url(raw)
-    except ArgumentError as exc:
-        raise click.BadParameter(f"not a database URL: {raw!r}", param_hint=option) from exc
+        url = parse_url(raw)
+    except ValueError as exc:
+        raise click.BadParameter(f"{raw!r} is {exc}", param_hint=option) from None
     if url.get_backend_name() != backend:
         example = {
             "sqlite": "sqlite:///data/imgclass.db",
@@ -31,7 +35,7 @@ def _url(raw: str, backend: str, option: str) -> str:
             f"must be a {backend} URL such as {example}, got {url.get_backend_name()}",
             param_hint=option,
         )
-    return raw
+    return url.render_as_string(hide_password=False)
 
 
 @click.command("migrate-sqlite-to-postgres")
@@ -117,5 +121,21 @@ def migrate_sqlite_to_postgres(source, target, force, batch_size) -> None:
     rows = sum(c.target_rows for c in counts)
     click.echo(
         f"copied {rows:,} rows into {shown_target} in {time.perf_counter() - started:.1f}s; "
-        f"serve from it with IMGCLASS_DATABASE_URL={shown_target}"
+        f"serve from it with {serve_hint(target)}"
+    )
+
+
+PASSWORD_PLACEHOLDER = "PASSWORD"
+
+
+def serve_hint(url: str) -> str:
+    """``IMGCLASS_DATABASE_URL=…`` ready to paste; a password is replaced, and that said."""
+    parsed = make_url(url)
+    if not parsed.password:
+        return f"IMGCLASS_DATABASE_URL={shlex.quote(url)}"
+    # SQLAlchemy's *** cannot be pasted and looks like the password: name the gap instead.
+    shown = parsed.set(password=PASSWORD_PLACEHOLDER).render_as_string(hide_password=False)
+    return (
+        f"IMGCLASS_DATABASE_URL={shlex.quote(shown)} "
+        f"(the password is not shown: put it in place of {PASSWORD_PLACEHOLDER})"
     )

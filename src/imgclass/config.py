@@ -131,7 +131,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     # Unset: derived from the CPUs this process may use (ops/cpus.py: plan()).
-    workers: int | None = Field(None, ge=1, description="gunicorn workers; default: CPUs")
+    workers: int | None = Field(
+        None, ge=1, description="gunicorn workers; default: CPUs ÷ inference threads (1 each)"
+    )
     threads: int | None = Field(
         None, ge=1, description="threads per gunicorn worker; default: inference threads + 3"
     )
@@ -209,6 +211,17 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("database_url", "analytics_database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        # Checked at start (a clear error, not a traceback at the first connection), and
+        # postgresql:// put on the driver we ship; empty means the default.
+        if not value:
+            return None
+        from imgclass.warehouse.db import normalize_url
+
+        return normalize_url(value)
 
     @field_validator("drift_reference_start", "drift_reference_end")
     @classmethod

@@ -156,6 +156,17 @@ def serve(settings: Settings) -> None:
             cpu.threads,
             cpu.inference_threads,
         )
+        if cpu.oversubscribed:
+            # Allowed (the values were asked for), but each core then switches between
+            # inferences: slower answers, no more throughput (docs/PERFORMANCE.md).
+            log.warning(
+                "%d workers x %d inference threads = %d inference threads on %d CPUs: "
+                "oversubscribed (IMGCLASS_WORKERS and IMGCLASS_INFERENCE_THREADS)",
+                cpu.workers,
+                cpu.inference_threads,
+                cpu.workers * cpu.inference_threads,
+                cpu.cpus,
+            )
         ImgclassServer(settings).run()
     finally:
         # Every way out of the master: a normal stop, gunicorn's sys.exit when it cannot

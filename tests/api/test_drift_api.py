@@ -35,3 +35,16 @@ def test_an_empty_warehouse_reports_insufficient_data_not_zero(client, admin_key
 def test_fresh_must_be_a_boolean(client, admin_key):
     resp = client.get("/api/v1/drift?fresh=maybe", headers={"Authorization": f"Bearer {admin_key}"})
     assert resp.status_code == 400 and "fresh" in resp.get_json()["error"]["message"]
+
+
+def test_an_unknown_parameter_is_refused_by_name(client, admin_key):
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    resp = client.get("/api/v1/drift?foo=1", headers=headers)
+    assert resp.status_code == 400
+    error = resp.get_json()["error"]
+    assert error["code"] == "invalid_parameter"
+    assert error["message"] == "foo: unknown parameter; use fresh"
+    # A misspelt fresh is not mistaken for the background report either.
+    assert client.get("/api/v1/drift?frsh=true", headers=headers).status_code == 400
+    assert client.get("/api/v1/drift?fresh=true", headers=headers).status_code == 200
+    assert client.get("/api/v1/drift?foo=1").status_code == 401  # the key comes first

@@ -1,9 +1,10 @@
 """The container image without a Docker engine: its Dockerfile, build context and runtime.
 
 No Docker engine runs on these machines, so the runtime stage is reproduced with what it
-is made of: the package built as a wheel from exactly the files the build context admits
-(.dockerignore), installed without its extras, started with the image's ENV, ENTRYPOINT
-and CMD, and probed by its HEALTHCHECK command.
+is made of: the package built as a wheel from exactly the files the build context of a
+clean checkout admits (.dockerignore) plus what the `vendor` stage makes (`make vendor`),
+installed without its extras, started with the image's ENV, ENTRYPOINT and CMD, and probed
+by its HEALTHCHECK command.
 """
 
 from __future__ import annotations
@@ -71,30 +72,117 @@ def healthcheck_command() -> list[str]:
     return json.loads(value.split("CMD", 1)[1])
 
 
-def context_includes() -> list[str]:
-    """What .dockerignore lets into the build context: it excludes everything, then these."""
+def _dockerignore_patterns() -> list[str]:
     lines = [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines()]
     patterns = [ln for ln in lines if ln and not ln.startswith("#")]
     assert patterns[0] == "*", ".dockerignore must start by excluding everything"
-    return [p[1:].rstrip("/") for p in patterns if p.startswith("!")]
+    return patterns
 
 
-def copy_build_context(dest: Path) -> Path:
-    """The files `docker build` would send, copied to ``dest`` (caches left out, as ignored)."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for rel in context_includes():
+def context_includes() -> list[str]:
+    """What .dockerignore lets into the build context: it excludes everything, then these."""
+    return [p[1:].rstrip("/") for p in _dockerignore_patterns() if p.startswith("!")]
+
+
+def context_excludes() -> list[str]:
+    """The patterns that take files back out of the includes (caches, locally made files)."""
+    return [p for p in _dockerignore_patterns()[1:] if not p.startswith("!")]
+
+
+def clean_checkout(dest: Path) -> Path:
+    """The working tree as a fresh clone of it holds it, copied to ``dest``.
+
+    Tracked and new files, nothing git ignores: no node_modules, no vendor files that
+    `make install` made here, no caches. (Like `git archive`, but with the uncommitted
+    changes under test.)
+    """
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for rel in filter(None, listed.split("\0")):
         src = REPO / rel
-        if src.is_dir():
-            shutil.copytree(src, dest / rel, ignore=ignore)
-        else:
-            shutil.copy(src, dest / rel)
+        if src.is_file():  # a tracked file deleted in the working tree is not there
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
     return dest
 
 
+def copy_build_context(source: Path, dest: Path) -> Path:
+    """The files `docker build` would send from ``source``, copied to ``dest``."""
+    for rel in context_includes():
+        src = source / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel)
+        elif src.is_file():
+            shutil.copy(src, dest / rel)
+    for pattern in context_excludes():
+        for path in sorted(dest.glob(pattern), reverse=True):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    return dest
+
+
+def run_vendor_stage(context: Path, workdir: Path) -> Path:
+    """The Dockerfile's `vendor` stage, run here: its COPY from ``context``, then `make vendor`.
+
+    ``workdir`` stands for the stage's WORKDIR. Its package installation (make, from
+    Debian) is the only step left out: make is on this machine.
+    """
+    stage = dockerfile_stages()["vendor"]
+    (copy,) = stage.values("COPY")
+    *sources, target = copy.split()
+    assert target == "./"
+    for source in sources:
+        shutil.copy(context / source, workdir / source)
+    assert stage.values("RUN")[-1] == "make vendor"
+    subprocess.run(["make", "vendor"], cwd=workdir, check=True, capture_output=True)
+    return workdir
+
+
+def copy_vendor_output(vendor_workdir: Path, context: Path) -> list[str]:
+    """The `venv` stage's ``COPY --from=vendor``, into ``context`` (its ``/src``).
+
+    Returns the copied files, relative to the context.
+    """
+    vendor_root = Path(dockerfile_stages()["vendor"].values("WORKDIR")[-1])
+    venv = dockerfile_stages()["venv"]
+    # The venv stage builds the package in /src from the context's files.
+    assert "src /src/src" in venv.values("COPY")
+    copied = []
+    for value in venv.values("COPY"):
+        if not value.startswith("--from=vendor "):
+            continue
+        source, target = value.split()[1:]
+        local_source = vendor_workdir / Path(source).relative_to(vendor_root)
+        local_target = context / Path(target).relative_to("/src")
+        shutil.copytree(local_source, local_target)
+        copied += [
+            str(p.relative_to(context)) for p in sorted(local_target.rglob("*")) if p.is_file()
+        ]
+    return copied
+
+
+@dataclass
+class ImageBuild:
+    """What the image's `venv` stage installs: the context plus the `vendor` stage's files."""
+
+    context: Path
+    vendor_files: list[str]  # relative to the context, e.g. src/imgclass/web/static/vendor/…
+    wheel: Path
+
+
 @pytest.fixture(scope="session")
-def runtime_wheel(tmp_path_factory) -> Path:
-    """The package as the image's `venv` stage installs it: a wheel built from the context."""
-    context = copy_build_context(tmp_path_factory.mktemp("context"))
+def image_build(tmp_path_factory) -> ImageBuild:
+    """A clean checkout → the build context → the vendor stage → the package as a wheel."""
+    checkout = clean_checkout(tmp_path_factory.mktemp("checkout"))
+    context = copy_build_context(checkout, tmp_path_factory.mktemp("context"))
+    vendor = run_vendor_stage(context, tmp_path_factory.mktemp("vendor"))
+    vendor_files = copy_vendor_output(vendor, context)
     out = tmp_path_factory.mktemp("wheel")
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
     subprocess.run(
@@ -103,7 +191,13 @@ def runtime_wheel(tmp_path_factory) -> Path:
         capture_output=True,
     )
     (wheel,) = out.glob("imgclass-*.whl")
-    return wheel
+    return ImageBuild(context, vendor_files, wheel)
+
+
+@pytest.fixture(scope="session")
+def runtime_wheel(image_build) -> Path:
+    """The package as the image's `venv` stage installs it."""
+    return image_build.wheel
 
 
 @pytest.fixture(scope="session")

@@ -11,14 +11,19 @@ import urllib.request
 import zipfile
 
 import pytest
+from dockerfile_parse import DockerfileParser
 
+from imgclass.api.openapi import SWAGGER_UI
 from imgclass.config import Settings
 from imgclass.ops.healthcheck import main as healthcheck_main
 from imgclass.warehouse import pg_client
+from imgclass.web.pages import CHART_JS
 from tests.conftest import CAT_CLASSES, REPO
 from tests.deploy.conftest import (
     DOCKERFILE,
+    DOCKERIGNORE,
     Replica,
+    context_excludes,
     context_includes,
     dockerfile_stages,
     healthcheck_command,
@@ -54,7 +59,7 @@ def test_hadolint_is_really_linting(tmp_path):
 
 def test_stages_export_models_and_keep_pytorch_out_of_the_runtime():
     stages = dockerfile_stages()
-    assert list(stages) == ["export", "venv", "runtime"]
+    assert list(stages) == ["vendor", "export", "venv", "runtime"]
     export_runs = " ".join(stages["export"].values("RUN"))
     assert "--index-url https://download.pytorch.org/whl/cpu torch==2.13.0" in export_runs
     assert "model export --precision fp32" in export_runs
@@ -114,8 +119,43 @@ def test_every_copy_source_is_in_the_build_context():
 
 def test_build_context_leaves_out_local_state():
     included = set(context_includes())
-    assert included == {"pyproject.toml", "README.md", "src"}
-    assert not included & {".venv", "models", "data", "samples", ".git", "tests"}
+    assert included == {
+        *("pyproject.toml", "README.md", "src"),  # the package
+        *("Makefile", "package.json", "package-lock.json", ".npmrc"),  # its vendor files
+    }
+    assert not included & {".venv", "models", "data", "samples", ".git", "tests", "node_modules"}
+    # Vendor files made by a local `make install` stay out: the image makes its own.
+    assert VENDOR in context_excludes()
+
+
+VENDOR = "src/imgclass/web/static/vendor"
+# What the app looks for (dashboard charts, /api/docs), under web/static/.
+NEEDED_VENDOR_FILES = (
+    CHART_JS,
+    f"{SWAGGER_UI}/swagger-ui-bundle.js",
+    f"{SWAGGER_UI}/swagger-ui.css",
+)
+
+
+def test_the_vendor_stage_makes_the_pages_libraries_for_the_package():
+    stages = dockerfile_stages()
+    vendor = stages["vendor"]
+    # Node from the official image; the Makefile's own recipe, from the committed lock file.
+    structure = DockerfileParser(path=str(DOCKERFILE)).structure
+    froms = [item["value"].split() for item in structure if item["instruction"] == "FROM"]
+    assert ["${NODE_IMAGE}", "AS", "vendor"] in froms
+    assert re.search(r"^ARG NODE_IMAGE=node:\S+$", DOCKERFILE.read_text(), re.MULTILINE)
+    assert "make vendor" in vendor.values("RUN")
+    (copy,) = vendor.values("COPY")
+    assert set(copy.split()[:-1]) == {"Makefile", "package.json", "package-lock.json", ".npmrc"}
+    assert re.search(r"^vendor: ", (REPO / "Makefile").read_text(), re.MULTILINE)
+    # The venv stage puts them into the package source before pip builds it.
+    venv = stages["venv"].instructions
+    copy_at = venv.index(("COPY", f"--from=vendor /src/{VENDOR} /src/{VENDOR}"))
+    install_at = next(n for n, (i, v) in enumerate(venv) if i == "RUN" and "pip install" in v)
+    assert copy_at < install_at
+    assert "--from=venv /opt/venv /opt/venv" in stages["runtime"].values("COPY")
+    assert VENDOR in DOCKERIGNORE.read_text()
 
 
 def test_runtime_dependencies_exclude_the_export_toolchain(runtime_wheel):
@@ -131,15 +171,26 @@ def test_runtime_dependencies_exclude_the_export_toolchain(runtime_wheel):
     assert not set(runtime) & set(EXPORT_ONLY)
 
 
-def test_wheel_carries_every_file_of_the_package(runtime_wheel):
+def test_wheel_carries_every_file_of_the_package(image_build):
     tracked = subprocess.run(
         ["git", "ls-files", "src/imgclass"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split()
     assert tracked, "git ls-files found nothing"
-    with zipfile.ZipFile(runtime_wheel) as zf:
+    with zipfile.ZipFile(image_build.wheel) as zf:
         packaged = set(zf.namelist())
     missing = [p for p in tracked if p.removeprefix("src/") not in packaged]
     assert missing == [], f"not in the wheel (add to package-data): {missing}"
+
+
+def test_wheel_from_a_clean_checkout_carries_the_vendor_files(image_build):
+    """git-ignored, so only the vendor stage can put them there."""
+    made = [p.removeprefix(VENDOR + "/") for p in image_build.vendor_files]
+    assert set(NEEDED_VENDOR_FILES) <= {f"vendor/{p}" for p in made}
+    assert any(p.endswith("LICENSE.md") or p.endswith("LICENSE") for p in made)
+    with zipfile.ZipFile(image_build.wheel) as zf:
+        packaged = set(zf.namelist())
+    missing = [p for p in image_build.vendor_files if p.removeprefix("src/") not in packaged]
+    assert missing == [], f"not in the wheel: {missing}"
 
 
 @pytest.mark.slow
@@ -168,6 +219,15 @@ def test_runtime_serves_and_passes_its_healthcheck(runtime_site, model_dir, tmp_
         with urllib.request.urlopen(req, timeout=60) as resp:
             body = json.loads(resp.read())
         assert body["results"][0]["predictions"][0]["class_id"] in CAT_CLASSES
+
+        # The pages' libraries are served, and /api/docs loads Swagger UI.
+        for path in NEEDED_VENDOR_FILES:
+            url = f"http://127.0.0.1:{replica.port}/static/{path}"
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                assert resp.status == 200 and len(resp.read()) > 1000, path
+        with urllib.request.urlopen(f"http://127.0.0.1:{replica.port}/api/docs") as resp:
+            page = resp.read().decode()
+        assert "swagger-ui-bundle.js" in page and "make install" not in page
     finally:
         replica.stop()
     down = replica.healthcheck()

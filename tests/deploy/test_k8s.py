@@ -24,6 +24,8 @@ from tests.deploy.conftest import dockerfile_stages, runtime_command, runtime_en
 from tests.support.system import require_binary
 
 K8S = REPO / "deploy" / "k8s"
+SECRET_EXAMPLE = K8S / "secret.example.yaml"
+SECRET_NAME = "imgclass-secrets"
 KUBERNETES_VERSION = "1.33.0"  # shipped by kubernetes-validate (dev extra)
 OVERLAYS = ["dev", "prod"]
 # Measured RSS (ps, `imgclass serve`, fp32 + int8 loaded, after requests): gunicorn's parent
@@ -42,21 +44,55 @@ def quantity_mb(value: str) -> float:
     return float(number) * units.get(unit, 1 / 2**20)
 
 
-def render(overlay: str) -> list[dict]:
+def render_text(overlay: str) -> str:
     kubectl = require_binary("kubectl", "kubectl")
-    out = subprocess.run(
+    return subprocess.run(
         [kubectl, "kustomize", str(K8S / "overlays" / overlay)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def render(overlay: str) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(render_text(overlay)) if doc]
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request) -> tuple[str, dict[tuple[str, str], dict]]:
     docs = render(request.param)
     return request.param, {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+@pytest.fixture(params=OVERLAYS)
+def overlay(request) -> str:
+    return request.param
+
+
+def readme_secret_command() -> dict[str, str]:
+    """The keys (and example values) of the README's `kubectl create secret` command."""
+    readme = (REPO / "README.md").read_text()
+    match = re.search(
+        rf"kubectl -n \S+ create secret generic {SECRET_NAME} \\\n(?:.*\\\n)*.*\n", readme
+    )
+    assert match, "README: the Kubernetes section shows how to create the Secret"
+    literals = re.findall(r"--from-literal=([A-Z0-9_]+)=('[^']*'|\"[^\"]*\"|\S+)", match.group(0))
+    return {key: value.strip("'\"") for key, value in literals}
+
+
+def example_secret() -> dict[str, str]:
+    secret = yaml.safe_load(SECRET_EXAMPLE.read_text())
+    assert (secret["kind"], secret["metadata"]["name"]) == ("Secret", SECRET_NAME)
+    return secret["stringData"]
+
+
+def secret_refs(resources: dict) -> list[dict]:
+    return [
+        ref
+        for container in all_containers(resources)
+        for env in container.get("env", [])
+        if (ref := env.get("valueFrom", {}).get("secretKeyRef"))
+    ]
 
 
 def one(resources: dict, kind: str) -> dict:
@@ -81,7 +117,7 @@ def all_containers(resources: dict) -> list[dict]:
 
 def test_every_manifest_matches_the_kubernetes_schema(rendered):
     _overlay, resources = rendered
-    assert len(resources) >= 10
+    assert len(resources) >= 9
     for doc in resources.values():
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
@@ -132,33 +168,45 @@ def test_resources_follow_the_cpu_sizing(rendered):
     assert "IMGCLASS_WORKERS" not in config and "IMGCLASS_INFERENCE_THREADS" not in config
 
 
-def test_referenced_secret_keys_and_config_exist(rendered):
+def test_applying_an_overlay_never_touches_the_secret(overlay):
+    """The Secret is created by hand (or a secret store): `apply -k` must not replace it."""
+    text = render_text(overlay)
+    docs = [doc for doc in yaml.safe_load_all(text) if doc]
+    assert not [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]
+    assert "REPLACE" not in text  # no placeholder anywhere in what is applied
+
+
+def test_every_secret_key_read_is_one_the_readme_creates(rendered):
     _overlay, resources = rendered
-    secret = resources[("Secret", "imgclass-secrets")]
-    keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
-    configmap = one(resources, "ConfigMap")
-    for container in all_containers(resources):
-        for env in container.get("env", []):
-            ref = env.get("valueFrom", {}).get("secretKeyRef")
-            if ref:
-                assert ref["name"] == "imgclass-secrets" and ref["key"] in keys, env
-        (source,) = container["envFrom"]
-        assert source["configMapRef"]["name"] == configmap["metadata"]["name"]
+    created = readme_secret_command()
+    refs = secret_refs(resources)
+    assert refs
+    for ref in refs:
+        assert ref["name"] == SECRET_NAME, ref
+        assert ref["key"] in created, f"the README's create command lacks {ref['key']}"
+    # The example file lists the same keys (it is what people copy into a secret store).
+    assert set(example_secret()) == set(created) == {ref["key"] for ref in refs}
     server_env = {e["name"] for e in server(resources)["env"]}
     assert {"IMGCLASS_DATABASE_URL", "IMGCLASS_ADMIN_KEY"} <= server_env
 
 
-def test_the_placeholder_admin_key_cannot_be_deployed(rendered):
+def test_pods_read_the_generated_config(rendered):
     _overlay, resources = rendered
-    placeholder = resources[("Secret", "imgclass-secrets")]["stringData"]["IMGCLASS_ADMIN_KEY"]
+    configmap = one(resources, "ConfigMap")
+    for container in all_containers(resources):
+        (source,) = container["envFrom"]
+        assert source["configMapRef"]["name"] == configmap["metadata"]["name"]
+
+
+def test_the_placeholder_admin_key_cannot_be_deployed():
     with pytest.raises(ValidationError, match="admin key"):
-        Settings(admin_key=placeholder)
+        Settings(admin_key=example_secret()["IMGCLASS_ADMIN_KEY"])
 
 
 def test_config_holds_real_settings_consistent_with_the_ingress(rendered):
     _overlay, resources = rendered
     config = one(resources, "ConfigMap")["data"]
-    secret = resources[("Secret", "imgclass-secrets")]["stringData"]
+    secret = readme_secret_command()
     names = [*config, *(k for k in secret if k.startswith("IMGCLASS_"))]
     assert {k.removeprefix("IMGCLASS_").lower() for k in names} <= set(Settings.model_fields)
     Settings(**{k.removeprefix("IMGCLASS_").lower(): v for k, v in config.items()})  # valid
@@ -238,7 +286,7 @@ def test_postgres_and_redis_are_external_services(rendered):
             r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9-]+)+", service["spec"]["externalName"]
         )
     config = one(resources, "ConfigMap")["data"]
-    secret = resources[("Secret", "imgclass-secrets")]["stringData"]
+    secret = readme_secret_command()
     assert config["IMGCLASS_REDIS_URL"].startswith("redis://redis:6379/")
     assert secret["IMGCLASS_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert "@postgres:5432/" in secret["IMGCLASS_DATABASE_URL"]

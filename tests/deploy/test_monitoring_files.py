@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+import yaml
 
 from imgclass.ops import metrics
 from tests.deploy.monitoring import (
@@ -181,3 +182,53 @@ def test_grafana_provisioning_points_at_the_dashboard_and_datasource():
 )
 def test_alert_conditions_become_bool_comparisons(expr, expected):
     assert as_bool_comparisons(expr) == expected
+
+
+ERROR_RATIO = "API server-error ratio/A"
+BACKUP_AGE = "Newest backup age/A"
+
+
+def _series(name: str, values: str, labels: str = "") -> dict:
+    selector = ", ".join(filter(None, ['job="imgclass"', 'instance="a:8000"', labels]))
+    return {"series": f"{name}{{{selector}}}", "values": values}
+
+
+def _requests(endpoint: str, status: str, per_15s: int) -> dict:
+    labels = f'endpoint="{endpoint}", status="{status}"'
+    return _series("imgclass_http_requests_total", f"0+{per_15s}x40", labels)
+
+
+def _backup(values: str) -> dict:
+    return _series("imgclass_backup_last_success_timestamp_seconds", values)
+
+
+def test_dashboard_answers_no_errors_and_no_backup_sensibly(promtool, tmp_path):
+    """Evaluated by promtool's PromQL engine on made-up series, including the quiet states."""
+    queries = dashboard_queries()
+
+    def case(inputs: list[dict], expr: str, samples: list[float], at: str = "10m") -> dict:
+        expected = [{"labels": "{}", "value": value} for value in samples]
+        return {
+            "interval": "15s",
+            "input_series": inputs,
+            "promql_expr_test": [{"expr": expr, "eval_time": at, "exp_samples": expected}],
+        }
+
+    ok_only = [_requests("/api/v1/predict", "200", 45), _requests("/readyz", "503", 15)]
+    failing = [*ok_only, _requests("/api/v1/predict", "503", 15)]
+    probes_only = [_requests("/readyz", "200", 15)]
+    tests = [
+        # No 5xx yet (the series does not exist): 0, not an empty panel.
+        case(ok_only, queries[ERROR_RATIO], [0]),
+        case(failing, queries[ERROR_RATIO], [0.25]),  # 1/s of 4/s; probes never count
+        case(probes_only, queries[ERROR_RATIO], []),  # no API traffic: no ratio at all
+        # No backup (the gauge is 0): no value, not 56 years. Here time() starts at 0.
+        case([_backup("0x40")], queries[BACKUP_AGE], []),
+        case([_backup("0x10 3600x500")], queries[BACKUP_AGE], [7200 - 3600], at="2h"),
+    ]
+    spec = tmp_path / "dashboard_test.yml"
+    unit_tests = {"rule_files": [], "evaluation_interval": "15s", "tests": tests}
+    spec.write_text(yaml.safe_dump(unit_tests))
+    done = run(promtool, "test", "rules", spec.name, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout

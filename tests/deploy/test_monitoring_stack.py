@@ -16,6 +16,8 @@ import math
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -285,6 +287,27 @@ def traffic(stack, cat_jpeg, coffee_jpeg):
 
     wait_for(ingested, "Prometheus to scrape the traffic")
 
+    # No backup yet: the dashboard shows no age (not the time since 1970) …
+    backup_age = dashboard_queries()["Newest backup age/A"]
+    status, body = query(prometheus, backup_age)
+    assert status == 200 and body["data"]["result"] == [], body
+    # … then one, taken by the CLI next to the healthy server (its /metrics reads the dir).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGCLASS_")}
+    created = subprocess.run(
+        [str(Path(sys.executable).parent / "imgclass"), "backup", "create"],
+        env={**env, "IMGCLASS_DATA_DIR": str(healthy.data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert created.returncode == 0, created.stderr
+
+    def backed_up():
+        status, body = query(prometheus, "imgclass_backup_last_success_timestamp_seconds > 0")
+        return status == 200 and body["data"]["result"]
+
+    wait_for(backed_up, "Prometheus to scrape the backup's timestamp")
+
 
 def test_every_dashboard_and_alert_expression_returns_data(stack, traffic):
     prometheus = stack["prometheus"]
@@ -336,6 +359,13 @@ def test_the_dashboard_shows_the_traffic(stack, traffic):
     _, body = query(prometheus, f"histogram_quantile(0.5, sum by (le) ({buckets}))")
     median = float(body["data"]["result"][0]["value"][1])
     assert 0 < median < math.inf
+    # The Model panel tells the primary from the fallback (the broken server has neither).
+    _, body = query(prometheus, dashboard_queries()["Model/A"])
+    roles = {(r["metric"]["instance"], r["metric"]["role"]) for r in body["data"]["result"]}
+    assert roles == {(stack["healthy"].address, "primary"), (stack["healthy"].address, "fallback")}
+    _, body = query(prometheus, dashboard_queries()["Newest backup age/A"])
+    (age,) = body["data"]["result"]
+    assert 0 <= float(age["value"][1]) < 3600  # taken by the traffic fixture, minutes ago
 
 
 def test_a_failing_server_pages_through_alertmanager_and_resolves(stack, model_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from imgclass.config import Settings
 from imgclass.ops.cpus import affinity_cpus, available_cpus, cgroup_cpu_limit, plan
 from imgclass.server import ImgclassServer
+from tests.support.servers import free_port
 
 
 def v2_root(tmp_path: Path, cpu_max: str | None, own: str = "/") -> tuple[Path, Path]:
@@ -131,6 +133,25 @@ def test_plan_fewer_workers_get_the_spare_cpus_for_inference():
 def test_plan_overrides_win():
     p = plan(8, workers=2, threads=16, inference_threads=1)
     assert (p.workers, p.threads, p.inference_threads) == (2, 16, 1)
+    assert not p.oversubscribed
+
+
+def test_plan_more_inference_threads_give_fewer_workers():
+    p = plan(4, inference_threads=2)
+    assert (p.workers, p.threads, p.inference_threads) == (2, 5, 2)
+    assert not p.oversubscribed
+    p = plan(2, inference_threads=4)  # not 2 workers x 4 on 2 cores
+    assert (p.workers, p.inference_threads) == (1, 4)
+    assert p.oversubscribed  # asked for: kept, and serve warns
+
+
+def test_plan_oversubscribes_only_when_the_given_values_do():
+    for cpus in range(1, 9):
+        for inference in (None, 1, 2, 3, 8):
+            for workers in (None, 1, 2, 3, 8):
+                p = plan(cpus, workers=workers, inference_threads=inference)
+                asked = (workers or 1) * (inference or 1)
+                assert p.oversubscribed == (asked > cpus), (cpus, workers, inference)
 
 
 def test_settings_overrides_reach_gunicorn(tmp_path):
@@ -146,3 +167,44 @@ def test_unset_settings_follow_the_cpus(tmp_path):
     assert settings.effective_inference_threads == cpus
     assert ImgclassServer(settings).cfg.threads == cpus + 3
     assert ImgclassServer(Settings(data_dir=tmp_path)).cfg.workers == cpus
+
+
+@pytest.mark.slow
+def test_serve_warns_when_the_given_values_oversubscribe(tmp_path, model_dir):
+    # Pinned to one core: IMGCLASS_INFERENCE_THREADS=2 gives one worker, and a warning.
+    code = (
+        "import os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from imgclass.cli import main; main(['serve'])"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGCLASS_")}
+    env.update(
+        IMGCLASS_DATA_DIR=str(tmp_path / "data"),
+        IMGCLASS_METRICS_DIR=str(tmp_path / "metrics"),  # stopped early: nothing left in /dev/shm
+        IMGCLASS_MODEL_DIR=str(model_dir),
+        IMGCLASS_PORT=str(free_port()),
+        IMGCLASS_INFERENCE_THREADS="2",
+        IMGCLASS_LOG_FORMAT="text",
+    )
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lines = []
+        for line in proc.stdout:  # serve logs the plan before gunicorn starts
+            lines.append(line)
+            if "sizing for" in line:
+                lines.append(proc.stdout.readline())
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+        proc.stdout.close()
+    sizing, warning = lines[-2:]
+    assert "sizing for 1 CPUs: 1 workers x 5 threads, 2 inference threads each" in sizing
+    assert "WARNING" in warning and "2 inference threads on 1 CPUs: oversubscribed" in warning

@@ -155,10 +155,11 @@ def test_model_readiness_and_disk_describe_the_server(client, app):
     samples = scrape(client)
     models = client.get("/api/v1/models").get_json()["models"]
     info = series(samples, "imgclass_model_info")
-    for model in models:  # the primary and the fallback
+    for model in models:  # the primary and the fallback, told apart by their role
         labels = {"name": model["name"], "version": model["version"], "sha256": model["sha256"]}
-        assert info[frozenset(labels.items())] == 1
-    assert len(models) == 2
+        assert info[frozenset({**labels, "role": model["role"]}.items())] == 1
+    assert sorted(m["role"] for m in models) == ["fallback", "primary"]
+    assert len(info) == 2
     assert value(samples, "imgclass_ready", check="model") == 1
     assert value(samples, "imgclass_ready", check="database") == 1
     free = value(samples, "imgclass_data_dir_free_bytes")

@@ -6,12 +6,13 @@ import threading
 import time
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from imgclass.config import Settings
-from imgclass.warehouse.db import WRITE, make_engine
+from imgclass.warehouse.db import WRITE, make_engine, same_database
 
 pytestmark = pytest.mark.postgresql
 
@@ -119,3 +120,33 @@ def test_migrations_run_without_the_statement_timeout(fresh_postgres):
     finally:
         engine.dispose()
         other_replica.dispose()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql://", "postgres://"])
+def test_urls_without_a_driver_use_the_psycopg_we_ship(postgres_url, scheme):
+    """libpq's spelling (and most hosts'): SQLAlchemy alone would look for psycopg2."""
+    url = postgres_url.replace("postgresql+psycopg://", scheme)
+    assert url.startswith(scheme)
+    engine = make_engine(url)
+    try:
+        assert engine.dialect.driver == "psycopg"
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+    settings = Settings(database_url=url, analytics_database_url=url)
+    assert settings.effective_database_url == postgres_url
+    assert settings.effective_analytics_database_url == postgres_url
+    assert same_database(url, postgres_url)
+
+
+def test_a_malformed_url_is_a_clear_error_without_the_password():
+    bad = "postgresql+psycopg://postgres:s3cret@127.0.0.1:notaport/x"
+    with pytest.raises(ValueError, match=r"not a database URL \(its port is not a number\)"):
+        make_engine(bad)
+    with pytest.raises(ValidationError, match="not a database URL") as caught:
+        Settings(database_url=bad)
+    assert "s3cret" not in str(caught.value.errors(include_input=False))
+    with pytest.raises(ValidationError, match="dialect"):
+        Settings(analytics_database_url="no url at all")
+    assert Settings(database_url="").database_url is None  # empty: the default SQLite file

@@ -208,3 +208,17 @@ def test_replicas_starting_together_migrate_once(empty_database_url, empty_engin
     assert current_revision(empty_engine) == head_revision()
     with empty_engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM class_dim")).scalar_one() == 1
+
+
+def test_a_percent_in_the_url_migrates(tmp_path, database_url):
+    """URLs percent-encode special characters (passwords); a data dir may be named with %."""
+    sqlite = make_engine(f"sqlite:///{tmp_path / '100%'}/w.db")
+    upgrade(sqlite)
+    assert current_revision(sqlite) == head_revision()
+    sqlite.dispose()
+    if database_url.startswith("postgresql"):
+        # Trust authentication on the local server: the password is never asked for.
+        engine = make_engine(database_url.replace("postgres@", "postgres:p%25ss%2Fword@"))
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+        engine.dispose()

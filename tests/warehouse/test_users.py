@@ -49,3 +49,22 @@ def test_duplicates_and_unknown_users(users):
         users.add("carol")
     with pytest.raises(UserError, match="no user"):
         users.revoke("nobody")
+
+
+def test_rotate_key_replaces_the_old_one_and_reinstates(users):
+    _, old = users.add("dave", admin=True)
+    account, new = users.rotate_key("dave")
+    assert new != old and account.active and account.is_admin
+    assert users.authenticate(old) is None
+    assert users.authenticate(new).username == "dave"
+    users.revoke("dave")
+    given = "imgc_" + "k" * 40
+    account, key = users.rotate_key("dave", given)
+    assert key == given and account.active
+    assert users.authenticate(given).username == "dave"
+    with pytest.raises(UserError, match="no user"):
+        users.rotate_key("nobody")
+    _, erin = users.add("erin")
+    with pytest.raises(UserError, match="another user"):
+        users.rotate_key("dave", erin)
+    assert users.authenticate(given).username == "dave"  # unchanged

@@ -15,6 +15,7 @@ from imgclass.ops.auth import require_admin
 bp = Blueprint("drift", __name__, url_prefix="/api/v1")
 
 TRUE, FALSE = {"1", "true", "yes"}, {"0", "false", "no", ""}
+PARAMETERS = ("fresh",)
 
 
 @bp.get("/drift")
@@ -23,6 +24,8 @@ def drift():
     ---
     get:
       summary: Input and prediction drift of recent traffic (admin)
+      description: "`fresh` is the only parameter: any other is refused (400), so that a
+        misspelt one is not mistaken for the background report."
       tags: [monitoring]
       security: [{apiKey: []}]
       parameters:
@@ -45,6 +48,12 @@ def drift():
     """
     svc = services(current_app)
     require_admin(svc.users, request.headers.get("Authorization"))
+    for name in request.args:  # a misspelt ?frsh=true must not pass for the cached report
+        if name not in PARAMETERS:
+            raise BadRequest(
+                f"{name[:40]}: unknown parameter; use {', '.join(PARAMETERS)}",
+                code="invalid_parameter",
+            )
     raw = request.args.get("fresh", "false").strip().lower()
     if raw not in TRUE | FALSE:
         raise BadRequest("fresh must be true or false", code="invalid_parameter")

@@ -43,9 +43,9 @@ def scrape():
     if last_backup is not None:
         metrics.set_last_backup(last_backup)
     chain = svc.predictor.models
-    for model in (chain.primary, chain.fallback):
+    for role, model in (("primary", chain.primary), ("fallback", chain.fallback)):
         if model is not None:
-            metrics.set_model_info(model.info.name, model.info.version, model.info.sha256)
+            metrics.set_model_info(model.info.name, model.info.version, model.info.sha256, role)
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)
 

@@ -150,6 +150,11 @@ class CpuPlan:
     threads: int
     inference_threads: int
 
+    @property
+    def oversubscribed(self) -> bool:
+        """More inference threads in all than CPUs (only when both counts were given)."""
+        return self.workers * self.inference_threads > self.cpus
+
 
 def plan(
     cpus: int,
@@ -160,12 +165,17 @@ def plan(
     """Workers, threads per worker and ONNX Runtime threads for ``cpus`` CPUs.
 
     Each given value wins; the others follow from it so that the workers' inference
-    threads add up to the CPUs (each worker runs one inference at a time):
+    threads add up to the CPUs, at most (each worker runs one inference at a time):
     by default one worker per CPU with one inference thread each; with fewer workers
-    forced (e.g. to save memory) each gets the CPUs the others left.
+    forced (e.g. to save memory) each gets the CPUs the others left; with more
+    inference threads per worker forced, fewer workers (at least one). Only values
+    given that already exceed the CPUs (more workers than CPUs, or both counts) make
+    more inference threads than CPUs: ``CpuPlan.oversubscribed``, which ``serve`` logs
+    as a warning.
     """
     cpus = max(1, cpus)
-    workers = workers or cpus
+    if workers is None:
+        workers = max(1, cpus // inference_threads) if inference_threads else cpus
     inference_threads = inference_threads or max(1, cpus // workers)
     threads = threads or inference_threads + OTHER_THREADS_PER_WORKER
     return CpuPlan(cpus, workers, threads, inference_threads)

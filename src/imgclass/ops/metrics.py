@@ -118,11 +118,13 @@ INPUT_BYTES = Histogram(
 
 # --- state of the service -----------------------------------------------------------------
 
+MODEL_ROLES = ("primary", "fallback")
 MODEL_INFO = Gauge(
     "imgclass_model_info",
-    "The model this server answers with (always 1; the labels carry the information).",
-    ["name", "version", "sha256"],
-    # Every live worker sets 1 for the model it loaded; max keeps one series per
+    "The models this server loaded (always 1; the labels carry the information): role "
+    "'primary' answers, 'fallback' answers when the primary fails.",
+    ["name", "version", "sha256", "role"],
+    # Every live worker sets 1 for the models it loaded; max keeps one series per
     # distinct model, and dropping exited workers drops a model no one serves any more.
     multiprocess_mode="livemax",
     registry=REGISTRY,
@@ -311,8 +313,11 @@ def images_in_flight(count: int) -> Iterator[None]:
         IMAGES_IN_FLIGHT.dec(count)
 
 
-def set_model_info(name: str, version: str, sha256: str) -> None:
-    MODEL_INFO.labels(name, version, sha256).set(1)
+def set_model_info(name: str, version: str, sha256: str, role: str) -> None:
+    """``role`` is ``primary`` (the model that answers) or ``fallback``."""
+    if role not in MODEL_ROLES:
+        raise ValueError(f"unknown model role {role!r}; expected one of {MODEL_ROLES}")
+    MODEL_INFO.labels(name, version, sha256, role).set(1)
 
 
 def set_ready(check: str, ok: bool) -> None:

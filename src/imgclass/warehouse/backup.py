@@ -73,6 +73,7 @@ PREFIX = "imgclass-"
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
 NAME_RE = re.compile(r"^imgclass-(\d{8}T\d{6}\.\d{6}Z)$")
 _MANIFEST_FILE = re.compile(r"^(imgclass-\d{8}T\d{6}\.\d{6}Z)\.json$")
+_DATA_FILE = re.compile(r"^(imgclass-\d{8}T\d{6}\.\d{6}Z)(\..+)$")
 MANIFEST_SUFFIX = ".json"
 VERIFY_SUFFIX = ".verify.json"
 MAX_MANIFEST_BYTES = 1024 * 1024  # a real one is about 1 KB
@@ -239,6 +240,17 @@ class DatabaseFacts:
     schema_revision: str | None
 
 
+def _one_line(problems: list) -> str:
+    """integrity_check's rows (which hold newlines) as one short line for a person."""
+    lines = [
+        line.strip()
+        for problem in problems
+        for line in str(problem).splitlines()
+        if line.strip() and not line.startswith("*** in database")
+    ]
+    return "; ".join(lines[:3]) + (" (and more)" if len(lines) > 3 else "")
+
+
 def inspect_database(path: Path, *, full: bool) -> DatabaseFacts:
     """Integrity (``integrity_check`` + foreign keys if ``full``, else ``quick_check``),
     row counts and schema revision of a database file, opened read-only."""
@@ -247,7 +259,7 @@ def inspect_database(path: Path, *, full: bool) -> DatabaseFacts:
         try:
             pragma = "integrity_check" if full else "quick_check"
             problems = [row[0] for row in con.execute(f"PRAGMA {pragma}(10)")]
-            check = "ok" if problems == ["ok"] else "; ".join(map(str, problems))[:500]
+            check = "ok" if problems == ["ok"] else _one_line(problems)
             if full and check == "ok":
                 violations = con.execute("PRAGMA foreign_key_check").fetchmany(5)
                 if violations:
@@ -386,6 +398,21 @@ def backup_names(store: BackupStore, objects: list[str] | None = None) -> list[s
     if objects is None:
         objects = store.names()
     return sorted(m.group(1) for n in objects if (m := _MANIFEST_FILE.match(n)))
+
+
+def incomplete_backups(store: BackupStore, objects: list[str] | None = None) -> list[str]:
+    """Names of backups whose data file has no manifest, newest first.
+
+    Either still being written (the manifest comes last) or its manifest was deleted: it
+    cannot be verified or restored, and ``latest`` means the newest backup that can.
+    """
+    if objects is None:
+        objects = store.names()
+    complete = set(backup_names(store, objects))
+    data = {
+        m.group(1) for n in objects if (m := _DATA_FILE.match(n)) and m.group(2) in DATA_SUFFIXES
+    }
+    return sorted(data - complete, reverse=True)
 
 
 def load_manifest(store: BackupStore, name: str | None = None) -> Manifest:

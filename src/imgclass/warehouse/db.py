@@ -29,13 +29,46 @@ import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from imgclass.warehouse.percentile import SQLITE_FUNCTION, PercentileAggregate
 
 BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 10  # a server that does not answer fails fast instead of hanging a worker
 WRITE = {"imgclass_write": True}  # execution option: start an immediate (write) transaction
+# The PostgreSQL driver the package ships (psycopg 3). SQLAlchemy's default for a URL without
+# a driver is psycopg2, which is not installed.
+POSTGRES_DRIVER = "psycopg"
+
+
+def parse_url(url: str) -> URL:
+    """``url`` parsed, with PostgreSQL URLs on the driver we ship; ValueError if not a URL.
+
+    ``postgresql://`` and ``postgres://`` (libpq's spelling, and what most hosting services
+    hand out) mean ``postgresql+psycopg://``; a driver named explicitly is kept. The error
+    never repeats the URL, which may hold a password.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            "not a database URL (expected dialect[+driver]://user:password@host:port/database)"
+        ) from None
+    except ValueError:  # SQLAlchemy's int() of what follows the host's colon
+        raise ValueError("not a database URL (its port is not a number)") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername=f"postgresql+{driver or POSTGRES_DRIVER}")
+    return parsed
+
+
+def normalize_url(url: str) -> str:
+    """``url`` as every engine here is made from it (see :func:`parse_url`)."""
+    parsed = parse_url(url)
+    if parsed.drivername == make_url(url).drivername:
+        return url  # unchanged: keep the caller's exact text
+    return parsed.render_as_string(hide_password=False)
 
 
 def make_engine(
@@ -53,6 +86,7 @@ def make_engine(
     ``Settings.engine_options`` holds the configured pool options:
     ``make_engine(settings.effective_database_url, **settings.engine_options)``.
     """
+    url = normalize_url(url)
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -148,4 +182,4 @@ def is_sqlite(engine: Engine) -> bool:
 
 def same_database(url_a: str, url_b: str) -> bool:
     """Whether two URLs name the same database (so one engine and pool can serve both)."""
-    return make_url(url_a) == make_url(url_b)
+    return parse_url(url_a) == parse_url(url_b)

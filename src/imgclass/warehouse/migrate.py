@@ -17,7 +17,10 @@ MIGRATION_LOCK_KEY = int.from_bytes(b"imgclass")  # pg_advisory_xact_lock key (a
 def alembic_config(engine: Engine) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # Alembic's Config is a ConfigParser, which reads % as interpolation: a percent-encoded
+    # password or a data dir named with % would make every migration fail.
+    url = engine.url.render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 

@@ -1,4 +1,4 @@
-"""API accounts: create, list, revoke, and resolve a bearer key to its user.
+"""API accounts: create, list, revoke, rotate keys, and resolve a bearer key to its user.
 
 Keys are random (256 bits), shown once, and stored only as their sha256: a
 slow password hash buys nothing for keys this long, and a fast hash keeps
@@ -106,6 +106,30 @@ class UserStore:
         if row is None:
             raise UserError(f"no user named {username!r}")
         return _account(row)
+
+    def rotate_key(self, username: str, key: str | None = None) -> tuple[Account, str]:
+        """Give ``username`` a new key (``key``, or a random one); the old one stops working.
+
+        A revoked account is active again with the new key.
+        """
+        key = key or new_key()
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(**WRITE)
+                with conn.begin():
+                    conn.execute(
+                        update(api_user)
+                        .where(api_user.c.username == username)
+                        .values(key_hash=hash_key(key), revoked_at=None)
+                    )
+                    row = conn.execute(
+                        select(api_user).where(api_user.c.username == username)
+                    ).first()
+        except IntegrityError as exc:  # another account holds that very key
+            raise UserError(f"that key belongs to another user than {username!r}") from exc
+        if row is None:
+            raise UserError(f"no user named {username!r}")
+        return _account(row), key
 
     def authenticate(self, key: str) -> Account | None:
         """The active account owning ``key``, or None."""
