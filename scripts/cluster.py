@@ -425,6 +425,19 @@ class Cluster:
         self.replicas[index] = self._replica(index).start()
         self.wait_ready(index)
 
+    def revive(self) -> list[str]:
+        """Restart every replica whose process has exited; the names of those restarted.
+
+        What a process manager (Compose's restart policy, a Deployment) does; the foreground
+        `make cluster` calls it twice a second, so a replica that dies rejoins by itself.
+        """
+        revived = []
+        for index, replica in enumerate(self.replicas):
+            if not replica.running():
+                self.restart_replica(index)
+                revived.append(replica.name)
+        return revived
+
     def wait_ready(self, index: int) -> None:
         url = f"http://{self.replica_address(index)}/readyz"
         self._wait(self.replicas[index], lambda: http_status(url) == 200)
@@ -634,6 +647,13 @@ def cmd_up(args: argparse.Namespace) -> int:
                 if service and not service.running() and service.name not in reported:
                     reported.add(service.name)
                     print(f"{service.name} exited ({service.proc.returncode}); see {service.log}")
+            try:
+                for name in cluster.revive():
+                    reported.discard(name)
+                    print(f"{name} restarted", flush=True)
+            except ClusterError as exc:  # it died again while starting: try again later
+                print(f"could not restart a replica: {exc}", flush=True)
+                time.sleep(5)
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import create_engine, text
 
-from scripts.cluster import Cluster, ClusterError, ClusterSpec, check_redis
+from scripts.cluster import Cluster, ClusterError, ClusterSpec, check_redis, http_status
 from tests.support.postgres import temporary_database
 from tests.support.servers import free_port
 from tests.support.system import IN_CI, require_binary
@@ -328,3 +328,13 @@ def test_prometheus_saw_every_replica(cluster, run):
         if time.monotonic() > deadline:
             pytest.fail(f"Prometheus: up={up}, requests served={requests}")
         time.sleep(0.5)
+
+
+def test_a_replica_that_dies_is_restarted_and_rejoins(cluster, run):
+    # What the foreground `make cluster` does twice a second (Cluster.revive).
+    assert cluster.revive() == []
+    name = cluster.replicas[1].name
+    cluster.kill_replica(1)
+    assert cluster.revive() == [name]
+    assert http_status(f"http://{cluster.replica_address(1)}/readyz") == 200
+    assert cluster.revive() == []
