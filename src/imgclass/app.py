@@ -208,7 +208,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         users=UserStore(engine),
         predictor=PredictionService(
             models=build_model_chain(settings),
-            recorder=Recorder(engine),
+            recorder=Recorder(engine, cache_entries=settings.dimension_cache_entries),
             max_image_pixels=settings.max_image_pixels,
             cache=make_cache(
                 max_entries=settings.cache_entries,

@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     db_pool_pre_ping: bool = Field(
         True, description="test a pooled connection before use (survives server restarts)"
     )
+    sqlite_cache_kib: int = Field(
+        2048,
+        ge=64,
+        description="SQLite page cache per connection, KiB (SQLite's default; a worker keeps "
+        "a few connections)",
+    )
+    dimension_cache_entries: int = Field(
+        20_000,
+        ge=0,
+        description="dimension keys (minutes, clients, classes, models) each worker remembers",
+    )
     db_statement_timeout_s: float = Field(
         30.0,
         ge=0,
@@ -263,13 +274,14 @@ class Settings(BaseSettings):
 
     @property
     def engine_options(self) -> dict:
-        """Keyword arguments for ``warehouse.db.make_engine``: the connection pool settings."""
+        """Keyword arguments for ``warehouse.db.make_engine``: pool and cache settings."""
         return {
             "pool_size": self.db_pool_size,
             "max_overflow": self.db_max_overflow,
             "pool_timeout_s": self.db_pool_timeout_s,
             "pool_recycle_s": self.db_pool_recycle_s,
             "pool_pre_ping": self.db_pool_pre_ping,
+            "sqlite_cache_kib": self.sqlite_cache_kib,
         }
 
     @property

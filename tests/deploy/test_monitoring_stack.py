@@ -45,6 +45,7 @@ from tests.deploy.monitoring import (
 from tests.support.prom import parse, value
 from tests.support.servers import (
     http_get,
+    pid_running,
     start_alertmanager,
     start_imgclass,
     start_prometheus,
@@ -404,7 +405,7 @@ def test_a_failing_server_pages_through_alertmanager_and_resolves(stack, model_d
 
     wait_for(notified("resolved"), "ImgclassNotReady to resolve")
     # The replaced workers' live gauges went with them (gunicorn's child_exit hook).
-    wait_for(lambda: not any(map(_running, old_workers)), "the old workers to exit", timeout=60)
+    wait_for(lambda: not any(map(pid_running, old_workers)), "the old workers to exit", timeout=60)
     wait_for(
         lambda: not old_workers & _live_gauge_pids(broken.metrics_dir),
         "the exited workers' live gauges to be dropped",
@@ -417,11 +418,3 @@ def test_a_failing_server_pages_through_alertmanager_and_resolves(stack, model_d
 
 def _live_gauge_pids(metrics_dir: Path) -> set[int]:
     return {int(p.stem.rsplit("_", 1)[1]) for p in metrics_dir.glob("gauge_live*_*.db")}
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

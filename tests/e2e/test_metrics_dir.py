@@ -7,7 +7,6 @@ beside it, fail to bind its port, stop, or die without cleaning up.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import urllib.request
@@ -18,7 +17,7 @@ import pytest
 from imgclass.config import Settings
 from tests.support.prom import parse, value
 from tests.support.server import Server, environment, imgclass_command
-from tests.support.servers import http_get
+from tests.support.servers import http_get, pid_running
 
 pytestmark = pytest.mark.slow
 
@@ -55,17 +54,9 @@ def run_serve(data_dir, model_dir, log_path, **settings: str) -> subprocess.Comp
 
 def wait_gone(pids: list[int], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while any(_running(pid) for pid in pids):
+    while any(pid_running(pid) for pid in pids):
         assert time.monotonic() < deadline, f"processes {pids} did not exit"
         time.sleep(0.1)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
 from imgclass.vision.classifier import model_path
 from imgclass.vision.export import MODEL_NAME
 from tests.support.server import environment, free_port, imgclass_command
-from tests.support.servers import http_get
+from tests.support.servers import http_get, post_image
 
 pytestmark = pytest.mark.slow
 
@@ -28,17 +27,6 @@ def wait_for_status(base: str, path: str, status: int, proc, timeout: float = 90
             pass
         assert time.monotonic() < deadline, f"{path} never answered {status}"
         time.sleep(0.2)
-
-
-def predict_status(base: str, image: bytes) -> int:
-    req = urllib.request.Request(
-        base + "/api/v1/predict", data=image, headers={"Content-Type": "image/jpeg"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def test_a_server_started_with_both_model_files_corrupt_heals_when_they_are_replaced(
@@ -61,13 +49,13 @@ def test_a_server_started_with_both_model_files_corrupt_heals_when_they_are_repl
     try:
         wait_for_status(base, "/healthz", 200, proc)
         assert http_get(base + "/readyz")[0] == 503
-        assert predict_status(base, cat_jpeg) == 503
+        assert post_image(base, cat_jpeg) == 503
 
         for source in files:  # the operator copies the good files back; nobody restarts
             shutil.copyfile(source, models / source.name)
         # Only readiness probes until it is ready: they alone must bring the model back.
         wait_for_status(base, "/readyz", 200, proc)
-        assert predict_status(base, cat_jpeg) == 200
+        assert post_image(base, cat_jpeg) == 200
     finally:
         proc.terminate()
         proc.wait(30)

@@ -7,27 +7,13 @@ data disk, a full disk became a worker crash loop; by default it is not there.
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
-
 import pytest
 
 from tests.support.disk import fill
 from tests.support.prom import parse, value
-from tests.support.servers import http_get, start_imgclass
+from tests.support.servers import http_get, post_image, start_imgclass
 
 pytestmark = pytest.mark.slow
-
-
-def predict(base: str, data: bytes) -> int:
-    req = urllib.request.Request(
-        base + "/api/v1/predict", data=data, headers={"Content-Type": "image/jpeg"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def test_full_data_disk_leaves_the_metrics_and_the_workers_alive(
@@ -36,12 +22,12 @@ def test_full_data_disk_leaves_the_metrics_and_the_workers_alive(
     server = start_imgclass(tmp_path / "run", model_dir, data_dir=small_disk / "data")
     try:
         server.wait_until("/readyz")
-        assert predict(server.base, cat_jpeg) == 200
+        assert post_image(server.base, cat_jpeg) == 200
         fill(small_disk)
         # New label values (statuses, routes) mean new entries in the metric files.
         for path in ("/no/such/page", "/another/missing/page"):
             assert http_get(server.base + path)[0] == 404
-        assert predict(server.base, cat_jpeg) == 503
+        assert post_image(server.base, cat_jpeg) == 503
         status, body = http_get(server.base + "/metrics")
         assert status == 200
         samples = parse(body.decode())
@@ -50,7 +36,7 @@ def test_full_data_disk_leaves_the_metrics_and_the_workers_alive(
         labels = {"endpoint": "/api/v1/predict", "status": "503"}
         assert value(samples, "imgclass_http_requests_total", **labels) == 1
         (small_disk / "filler").unlink()
-        assert predict(server.base, cat_jpeg) == 200
+        assert post_image(server.base, cat_jpeg) == 200
     finally:
         output = server.stop()
     assert "SIGBUS" not in output and "was sent SIG" not in output, output

@@ -35,6 +35,26 @@ def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def post_image(base: str, data: bytes, content_type: str = "image/jpeg") -> int:
+    """Status of a raw-body predict; an HTTP error status is returned, not raised."""
+    req = urllib.request.Request(
+        base + "/api/v1/predict", data=data, headers={"Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @dataclass
 class Process:
     name: str

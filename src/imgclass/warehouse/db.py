@@ -80,8 +80,10 @@ def make_engine(
     pool_recycle_s: int = 1800,
     pool_pre_ping: bool = True,
     statement_timeout_s: float = 0,
+    sqlite_cache_kib: int = 2048,
 ) -> Engine:
-    """An engine for ``url``; the pool options apply to server databases (not SQLite files).
+    """An engine for ``url``; the pool options apply to server databases (not SQLite files),
+    ``sqlite_cache_kib`` (each connection's page cache) to SQLite files only.
 
     ``Settings.engine_options`` holds the configured pool options:
     ``make_engine(settings.effective_database_url, **settings.engine_options)``.
@@ -90,7 +92,7 @@ def make_engine(
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, sqlite_cache_kib)
     connect_args = {}
     if backend == "postgresql":
         # Only where the URL does not say otherwise: connect_args would override it.
@@ -129,7 +131,7 @@ def _create_private_file(path: Path) -> None:
     os.close(fd)
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, cache_kib: int = 2048) -> Engine:
     parsed = make_url(url)
     if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
         # SQLite would create the file with the umask's mode (0644): readable by every user.
@@ -145,6 +147,9 @@ def _sqlite_engine(url: str) -> Engine:
         _switch_to_wal(cursor)
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=FULL")
+        # Negative: a size in KiB. Each pooled connection fills its cache up to this as the
+        # warehouse grows, so a worker's memory rises by that much over its first hours.
+        cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
         # Exact percentiles for the analytics cube (PostgreSQL has percentile_cont).

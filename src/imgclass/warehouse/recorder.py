@@ -48,8 +48,9 @@ MAX_FILENAME = 255
 BULK_CHUNK = 500  # image ids per IN (...) list in record_batch
 MAX_USER_AGENT = 512
 IMAGE_COLUMNS = ("image_id", "image_filename", "width", "height", "format", "bytes", "brightness")
-# Dimension keys kept per process: every class and model, a week of minutes and thousands
-# of active clients, in a few MB; a miss costs one indexed SELECT.
+# Dimension keys kept per process (IMGCLASS_DIMENSION_CACHE_ENTRIES): every class and model,
+# a week of minutes and thousands of active clients, in about 4.5 MB when full; a miss costs
+# one indexed SELECT.
 DIMENSION_CACHE_ENTRIES = 20_000
 
 
