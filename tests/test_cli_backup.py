@@ -111,6 +111,23 @@ def test_prune(env, monkeypatch):
     assert "1 kept, 0 deleted" in run("backup", "prune").output
 
 
+def test_create_then_prune_by_the_configured_policy(env, monkeypatch):
+    """What the nightly CronJob runs: one command that keeps its destination bounded."""
+    names = [NAME.search(run("backup", "create").output).group(0) for _ in range(2)]
+    for var, value in (("LAST", "2"), ("DAILY", "0"), ("WEEKLY", "0")):
+        monkeypatch.setenv(f"IMGCLASS_BACKUP_KEEP_{var}", value)
+    result = run("backup", "create", "--prune")
+    assert result.exit_code == 0, result.output
+    newest = NAME.search(result.output).group(0)
+    assert f"deleted {names[0]}" in result.output
+    assert f"kept {newest} (last 1)" in result.output
+    assert f"kept {names[1]} (last 2)" in result.output
+    assert sorted(p.name for p in (env / "backups").glob("*.json")) == [
+        f"{names[1]}.json",
+        f"{newest}.json",
+    ]
+
+
 @pytest.mark.postgresql
 def test_postgresql_round_trip(env, monkeypatch, postgres_url):
     require_binary("pg_dump", "postgresql-client")

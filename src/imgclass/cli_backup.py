@@ -91,15 +91,28 @@ def backup() -> None:
 
 @backup.command("create")
 @click.option("--to", "destination", metavar="DIR|s3://BUCKET/PREFIX", help=DEST_HELP)
-def backup_create(destination) -> None:
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="then delete the backups there that the retention policy "
+    "(IMGCLASS_BACKUP_KEEP_LAST/DAILY/WEEKLY) does not keep",
+)
+def backup_create(destination, prune) -> None:
     """Take a consistent, compressed backup with a checksum manifest."""
     with _clear_errors():
-        manifest = _backups().create(destination)
+        backups = _backups()
+        manifest = backups.create(destination)
     click.echo(
         f"created {manifest.name}: {manifest.events} events, "
         f"{_size(manifest.uncompressed.size)} -> {_size(manifest.compressed.size)} "
         f"({manifest.compression})"
     )
+    if prune:
+        # After the new backup is written, so the policy always counts it (a scheduled job
+        # with one command keeps its destination bounded).
+        with _clear_errors():
+            result = backups.prune(destination, backups.policy())
+        _echo_pruned(result, backups.policy(), dry_run=False)
 
 
 @backup.command("list")
@@ -229,6 +242,10 @@ def backup_prune(source, keep_last, keep_daily, keep_weekly, dry_run) -> None:
         backups = _backups()
         policy = backups.policy(keep_last=keep_last, keep_daily=keep_daily, keep_weekly=keep_weekly)
         result = backups.prune(source, policy, dry_run=dry_run)
+    _echo_pruned(result, policy, dry_run=dry_run)
+
+
+def _echo_pruned(result, policy, *, dry_run: bool) -> None:
     verb = "would delete" if dry_run else "deleted"
     for name in result.deleted:
         click.echo(f"{verb} {name}")
