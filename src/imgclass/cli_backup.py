@@ -111,8 +111,9 @@ def backup_create(destination, prune) -> None:
         # After the new backup is written, so the policy always counts it (a scheduled job
         # with one command keeps its destination bounded).
         with _clear_errors():
-            result = backups.prune(destination, backups.policy())
-        _echo_pruned(result, backups.policy(), dry_run=False)
+            policy = backups.policy()
+            result = backups.prune(destination, policy)
+        _echo_pruned(result, policy, dry_run=False)
 
 
 @backup.command("list")

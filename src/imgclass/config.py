@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     dimension_cache_entries: int = Field(
         20_000,
         ge=0,
-        description="dimension keys (minutes, clients, classes, models) each worker remembers",
+        description="dimension keys (minutes, clients, classes, models) each worker remembers "
+        "(0: none, every record looks them up)",
     )
     db_statement_timeout_s: float = Field(
         30.0,

@@ -8,7 +8,10 @@ from sqlalchemy import text
 
 from imgclass.app import create_app, services
 from imgclass.warehouse.db import make_engine
+from imgclass.warehouse.migrate import upgrade
+from imgclass.warehouse.recorder import Recorder
 from tests.conftest import make_settings
+from tests.warehouse.test_recorder import event
 
 
 def test_sqlite_page_cache_is_the_configured_size(tmp_path):
@@ -37,3 +40,14 @@ def test_the_servers_caches_follow_the_settings(tmp_path, model_dir, cat_jpeg):
     assert services(app).predictor.recorder.cached_keys <= 5
     with services(app).engine.connect() as conn:
         assert conn.execute(text("PRAGMA cache_size")).scalar_one() == -128
+
+
+def test_a_dimension_cache_of_zero_entries_records_without_caching(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    upgrade(engine)
+    recorder = Recorder(engine, cache_entries=0)
+    recorder.record([event("r0"), event("r1")])
+    recorder.record([event("r2")])  # the same dimensions again: looked up, not cached
+    assert recorder.cached_keys == 0
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM api_event_fact")).scalar_one() == 3

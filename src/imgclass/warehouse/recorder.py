@@ -143,6 +143,8 @@ class Recorder:
 
     def _remember(self, learned: dict[tuple, int]) -> None:
         # Images are too many to keep; the other dimensions are small and stable.
+        if not self._cache.maxsize:  # IMGCLASS_DIMENSION_CACHE_ENTRIES=0: no cache at all
+            return  # (an LRUCache of size 0 raises on every insert)
         with self._cache_lock:
             for key, value in learned.items():
                 if key[0] != "image":
